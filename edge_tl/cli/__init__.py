@@ -1,0 +1,63 @@
+"""The `edge-tl` command: parses, calls the library, prints. One module per noun, loaded lazily
+so that `edge-tl predict` never imports torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from ..errors import EdgeTLError
+
+# command name -> "module:attribute" under edge_tl.cli
+COMMANDS: dict[str, str] = {
+    "doctor": "doctor:doctor",
+    "keys": "keys:keys",
+    "data": "data:data",
+    "base": "base:base",
+    "train": "train:train",
+    "evaluate": "train:evaluate",
+    "models": "models:models",
+    "compare": "compare:compare",
+    "export": "export:export",
+    "predict": "predict:predict",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a sub-command's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{module}":
+                return None  # not built yet
+            raise
+        return getattr(mod, attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # The one error boundary: click prints ClickException as `Error: ...` and exits 1.
+        try:
+            return super().invoke(ctx)
+        except EdgeTLError as e:
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge_tl")
+def cli() -> None:
+    """edge_tl: offline, privacy-first ULMFiT transfer learning for edge devices."""
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="edge-tl")
