@@ -551,9 +551,9 @@ def _read_exact(f: BinaryIO, n: int, label: str, file_size: int, need: int) -> b
     return data
 
 
-def _open(path: Path) -> tuple[BinaryIO, int, str]:
+def _open(path: Path, label: str | None = None) -> tuple[BinaryIO, int, str]:
     path = Path(path)
-    label = path.name
+    label = label or path.name
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the caller's `with`
     except FileNotFoundError as e:
@@ -697,10 +697,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def verify_bundle(
-    path: Path, *, trust: Path | None = None, allow_unsigned: bool = False
+    path: Path, *, trust: Path | None = None, allow_unsigned: bool = False, label: str | None = None
 ) -> BundleInfo:
     """Check layout, trust, every hash and the members' contents, streaming (low memory)."""
-    f, size, label = _open(path)
+    f, size, label = _open(path, label)
     with f:
         lay = _read_layout(f, size, label)
         verified = _check_trust(lay, trust, allow_unsigned)
@@ -713,12 +713,14 @@ def verify_bundle(
     return BundleInfo(Path(path), lay.manifest, lay.model_cfg, signer, verified, size)
 
 
-def read_bundle(path: Path, *, trust: Path | None = None, allow_unsigned: bool = False) -> Base:
+def read_bundle(
+    path: Path, *, trust: Path | None = None, allow_unsigned: bool = False, label: str | None = None
+) -> Base:
     """Verify a bundle completely, then return its base with fp32 tensors."""
     import safetensors.torch
     import torch
 
-    f, size, label = _open(path)
+    f, size, label = _open(path, label)
     with f:
         lay = _read_layout(f, size, label)
         _check_trust(lay, trust, allow_unsigned)
