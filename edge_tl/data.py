@@ -106,7 +106,8 @@ def _locked() -> Iterator[None]:
     except ImportError:  # not POSIX: single-writer use only
         yield
         return
-    with open(_vault_dir() / ".lock", "a+b") as f:
+    fd = os.open(_vault_dir() / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    with open(fd, "r+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

@@ -39,6 +39,11 @@ def set_passphrase_file(path: Path | str | None) -> None:
     _passphrase_file = Path(path) if path is not None else None
 
 
+def passphrase_file() -> Path | None:
+    """The passphrase file set by set_passphrase_file, if any."""
+    return _passphrase_file
+
+
 def has_identity() -> bool:
     """True when this device already has an identity."""
     return identity_path().exists()

@@ -139,13 +139,16 @@ class RecordWriter:
                 counts[i] += 1
         return {lab: counts[i] for lab, i in self._label_ids.items()}, unl
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        """Send full 4 MiB blocks to the workers; the rest waits for more rows unless final."""
         if not self._pending:
             return
         blob = b"".join(self._pending)
-        self._pending, self._pending_bytes = [], 0
-        for off in range(0, len(blob), BLOCK):
-            self._submit(blob[off : off + BLOCK])
+        end = len(blob) if final else len(blob) - len(blob) % BLOCK
+        for off in range(0, end, BLOCK):
+            self._submit(blob[off : min(off + BLOCK, end)])
+        rest = blob[end:]
+        self._pending, self._pending_bytes = ([rest], len(rest)) if rest else ([], 0)
 
     def _submit(self, chunk: bytes) -> None:
         self._text_bytes += len(chunk)
@@ -158,7 +161,7 @@ class RecordWriter:
     def finish(self, *, id: str, name: str, created: str, source: str) -> tuple[VaultHeader, bytes]:
         """Return the header and the complete plaintext (magic, header line, body)."""
         try:
-            self._flush()
+            self._flush(final=True)
             text_bytes = self._text_bytes
             labels = sorted(self._label_ids)
             remap = array("I", [0] * len(self._label_ids))
@@ -318,7 +321,7 @@ def _inflate_blocks(body: memoryview, records_bytes: int) -> bytes:
         blocks.append(bytes(body[pos + 4 : pos + 4 + c]))
         pos += 4 + c
         total += 1
-        if total * BLOCK > records_bytes + BLOCK:
+        if total > records_bytes // BLOCK + 2:  # texts and tables each end with a short block
             raise _Damaged("more blocks than records_bytes allows")
     if not blocks:
         raise _Damaged("no blocks")
