@@ -1,0 +1,31 @@
+"""`edge-tl export`: write a trained model as one self-contained ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.argument("model")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the .onnx file.",
+)
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Dynamic int8 quantization (about 4x smaller, faster on CPU).")
+@click.option("--encrypt", is_flag=True, help="Age-encrypt the file for this device.")
+@click.option("--vocab", "vocab_mode", type=click.Choice(["full", "base"]), default="full",
+              show_default=True,
+              help="base: drop every token not in the base's vocabulary (no private-only words).")
+def export(model: str, out: Path, quantize: str | None, encrypt: bool, vocab_mode: str) -> None:
+    """Export trained model MODEL (a store name) to ONNX for `edge-tl predict`."""
+    from ..export import export_onnx
+    from ..models import load_model
+
+    trained = load_model(model)
+    path = export_onnx(trained, out, quantize=quantize, encrypt=encrypt, vocab=vocab_mode)
+    size = path.stat().st_size / 2**20
+    notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
+    click.echo(f"Exported {model} to {path} ({size:.1f} MiB, {', '.join(notes)})")

@@ -1,0 +1,261 @@
+"""Export a trained classifier as one self-contained ONNX file (format: docs/onnx-format.md)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import to_dict
+from .errors import ExportError
+from .fsutil import atomic_write
+from .models import TrainedModel
+from .tokenize import SPECIAL_TOKENS, tokenizer_spec
+
+FORMAT_NAME = "edge_tl-onnx-classifier"
+FORMAT_VERSION = 1
+OPSET = 17
+DEFAULT_BPTT = 72
+DEFAULT_MAX_LEN = 72 * 20
+
+
+def edge_tl_version() -> str:
+    """The installed edge_tl version (recorded in every export)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edge_tl")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _seq_settings(model: TrainedModel) -> tuple[int, int]:
+    tc = model.train_config or {}
+    bptt = int(tc.get("bptt", tc.get("seq_len", DEFAULT_BPTT)))
+    max_len = int(tc.get("max_len", DEFAULT_MAX_LEN))
+    return bptt, max_len
+
+
+def fastai_classifier(model: TrainedModel):
+    """The fastai classifier of `model`, weights loaded, in eval mode."""
+    import torch
+
+    from .model import build_classifier
+
+    bptt, max_len = _seq_settings(model)
+    clf = build_classifier(
+        model.model_cfg, len(model.labels), seq_len=bptt, max_len=max_len,
+        lin_ftrs=list(model.lin_ftrs),
+    )
+    state = {k: torch.as_tensor(v) for k, v in model.state_dict.items()}
+    try:
+        clf.load_state_dict(state)
+    except RuntimeError as e:
+        raise ExportError(
+            f"model {model.name!r}: weights do not fit its config ({str(e).splitlines()[0]})",
+            "the stored model is inconsistent; retrain or re-import it",
+        ) from e
+    return clf.eval()
+
+
+def stateless_wrapper(model: TrainedModel, keep_ids: list[int] | None = None):
+    """A torch module (input_ids, lengths) -> probs equal to fastai's one-text-at-a-time output."""
+    import torch
+    from torch import nn
+
+    clf = fastai_classifier(model)
+    bptt, max_len = _seq_settings(model)
+    awd = clf[0].module
+    emb_w = awd.encoder.weight.detach()  # (vocab, emb)
+    if keep_ids is not None:
+        emb_w = emb_w[torch.as_tensor(keep_ids)]
+
+    class Stateless(nn.Module):
+        """Embedding -> plain LSTMs (zero state per call) -> masked concat pool -> head."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding.from_pretrained(emb_w.clone(), freeze=True)
+            self.rnns = nn.ModuleList()
+            for wd in awd.rnns:
+                inner = wd.module
+                lstm = nn.LSTM(inner.input_size, inner.hidden_size, 1, batch_first=True)
+                # Eval-mode WeightDropout uses the raw recurrent weight unchanged.
+                lstm.load_state_dict({
+                    "weight_ih_l0": inner.weight_ih_l0.detach(),
+                    "weight_hh_l0": wd.weight_hh_l0_raw.detach(),
+                    "bias_ih_l0": inner.bias_ih_l0.detach(),
+                    "bias_hh_l0": inner.bias_hh_l0.detach(),
+                })
+                self.rnns.append(lstm)
+            self.head = copy.deepcopy(clf[1].layers).eval()
+            self.bptt, self.max_len = bptt, max_len
+
+        def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            x = self.emb(input_ids)  # (batch, seq, emb)
+            for rnn in self.rnns:
+                # No state passed: every call starts from zeros, so rows never leak into each other.
+                x, _ = rnn(x)  # (batch, seq, hid)
+            seq = x.shape[1]
+            pos = torch.arange(seq, device=x.device).unsqueeze(0)  # (1, seq)
+            lens = lengths.unsqueeze(1)  # (batch, 1)
+            # fastai pools only the last max_len outputs, in whole bptt chunks.
+            over = torch.clamp(lens - self.max_len, min=0)
+            start = torch.div(over + self.bptt - 1, self.bptt, rounding_mode="floor") * self.bptt
+            keep = (pos >= start) & (pos < lens)  # (batch, seq)
+            keep3 = keep.unsqueeze(2)  # (batch, seq, 1)
+            idx = (lens - 1).unsqueeze(2).expand(-1, 1, x.shape[2])  # (batch, 1, hid)
+            last = x.gather(1, idx).squeeze(1)  # (batch, hid)
+            mx = x.masked_fill(~keep3, float("-inf")).max(dim=1).values  # (batch, hid)
+            n = (lens - start).to(x.dtype)  # (batch, 1)
+            avg = x.masked_fill(~keep3, 0.0).sum(dim=1) / n  # (batch, hid)
+            logits = self.head(torch.cat([last, mx, avg], dim=1))  # (batch, n_class)
+            return torch.softmax(logits, dim=1)
+
+    return Stateless().eval()
+
+
+def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str]]:
+    """Ids of `model.vocab` to keep for --vocab base, and the new vocab."""
+    if not model.base:
+        raise ExportError(
+            f"model {model.name!r} was not fine-tuned from a base, so --vocab base has no "
+            "vocabulary to keep",
+            "export with --vocab full",
+        )
+    from .bases import load_base
+
+    base_vocab = set(load_base(model.base).vocab)
+    keep = [i for i, t in enumerate(model.vocab) if i < len(SPECIAL_TOKENS) or t in base_vocab]
+    return keep, [model.vocab[i] for i in keep]
+
+
+def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any]) -> dict[str, str]:
+    """The metadata_props of an export (docs/onnx-format.md), values as JSON text."""
+    bptt, max_len = _seq_settings(model)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    provenance = {
+        "name": model.name,
+        "edge_tl_version": edge_tl_version(),
+        "created": model.created,
+        "exported": now,
+        "base": model.base,
+        "base_sha256": model.base_sha256,
+        "dataset_fingerprint": model.dataset_fingerprint,
+        "metrics": model.metrics,
+        "model_cfg": to_dict(model.model_cfg),
+        "lin_ftrs": list(model.lin_ftrs),
+        "bptt": bptt,
+        "max_len": max_len,
+        **extra,
+    }
+    meta = {
+        "edge_tl.format": FORMAT_NAME,
+        "edge_tl.format_version": FORMAT_VERSION,
+        "edge_tl.labels": list(model.labels),
+        "edge_tl.vocab": vocab,
+        "edge_tl.tokenizer": tokenizer_spec(),
+        "edge_tl.provenance": provenance,
+    }
+    try:
+        return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
+    except TypeError as e:
+        raise ExportError(f"model {model.name!r}: metadata is not JSON-serialisable ({e})") from e
+
+
+def to_onnx_bytes(
+    model: TrainedModel, *, quantize: str | None = None, vocab: str = "full"
+) -> bytes:
+    """Serialised ONNX model (plaintext) for `model`."""
+    import onnx
+    import torch
+
+    if quantize not in (None, "int8"):
+        raise ExportError(f"unknown quantization {quantize!r}", "use --quantize int8 or none")
+    if vocab not in ("full", "base"):
+        raise ExportError(f"unknown vocab mode {vocab!r}", "use --vocab full or --vocab base")
+    if len(model.vocab) != model.model_cfg.vocab_size:
+        raise ExportError(
+            f"model {model.name!r}: vocab has {len(model.vocab)} tokens but the embedding "
+            f"{model.model_cfg.vocab_size} rows", "the stored model is inconsistent; retrain it",
+        )
+    keep, out_vocab = (None, list(model.vocab)) if vocab == "full" else _base_vocab_keep(model)
+    wrapper = stateless_wrapper(model, keep)
+    ids = torch.tensor([[2, 5, 6, 7], [2, 8, 1, 1]], dtype=torch.int64)  # (batch, seq)
+    lens = torch.tensor([4, 2], dtype=torch.int64)  # (batch,)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (ids, lens), buf, dynamo=False, opset_version=OPSET,
+            input_names=["input_ids", "lengths"], output_names=["probs"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"},
+                          "probs": {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    if quantize == "int8":
+        proto = _quantize_int8(proto)
+    extra = {"quantize": quantize, "vocab_mode": vocab,
+             "dropped_tokens": len(model.vocab) - len(out_vocab)}
+    del proto.metadata_props[:]
+    for k, v in build_metadata(model, out_vocab, extra).items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = f"edge_tl classifier {model.name!r}"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        first = str(e).splitlines()[0]
+        raise ExportError(f"the exported graph failed onnx.checker ({first})") from e
+    return proto.SerializeToString()
+
+
+def _quantize_int8(proto):
+    """Dynamic int8 quantization; the LSTMs must become DynamicQuantizeLSTM."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="edge_tl_q") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, src)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        out = onnx.load(dst)
+    ops = {n.op_type for n in out.graph.node}
+    if "LSTM" in ops or "DynamicQuantizeLSTM" not in ops:
+        raise ExportError("int8 quantization left the LSTMs in float", "export without --quantize")
+    return out
+
+
+def export_onnx(
+    model: TrainedModel,
+    out: Path,
+    *,
+    quantize: str | None = None,
+    encrypt: bool = False,
+    vocab: str = "full",
+) -> Path:
+    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab on request)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ExportError(f"folder {out.parent} does not exist", "create it or pick another --out")
+    data = to_onnx_bytes(model, quantize=quantize, vocab=vocab)
+    if encrypt:
+        from .keys import encrypt_for_device
+
+        data = encrypt_for_device(data)
+    atomic_write(out, data, mode=0o600 if encrypt else 0o644)
+    return out
+
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "build_metadata",
+    "export_onnx",
+    "fastai_classifier",
+    "stateless_wrapper",
+    "to_onnx_bytes",
+]

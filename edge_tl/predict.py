@@ -1,0 +1,219 @@
+"""Classify texts with an exported model using onnxruntime and edge_tl.tokenize only.
+
+This module must never import torch, fastai or spacy (tests check sys.modules).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, ExportError
+from .tokenize import SPECIAL_TOKENS, Encoder, tokenizer_from_spec
+
+FORMAT_NAME = "edge_tl-onnx-classifier"
+FORMAT_VERSION = 1
+_AGE_MAGIC = b"age-encryption.org/v1"
+_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
+# Rows of similar length go together so little compute is spent on padding.
+MAX_BATCH = 32
+MAX_BATCH_TOKENS = 32 * 512
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's predicted label and the probability of every label."""
+
+    label: str
+    probs: dict[str, float]
+
+    @property
+    def score(self) -> float:
+        """Probability of the predicted label."""
+        return self.probs[self.label]
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The validated metadata of an exported model (docs/onnx-format.md)."""
+
+    format_version: int
+    labels: list[str]
+    vocab: list[str]
+    tokenizer: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
+    raw = props.get(key)
+    if raw is None:
+        raise ExportError(f"model metadata has no {key}", "re-export the model with edge-tl export")
+    if not isinstance(raw, str):
+        raise ExportError(f"model metadata: {key} is not text")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ExportError(f"model metadata: {key} is not valid JSON", "re-export the model") from e
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ExportError(f"model metadata: {key} must be {what}", "re-export the model")
+    return value
+
+
+def read_metadata(props: Mapping[str, str]) -> ModelMeta:
+    """Validate an export's metadata_props; raise ExportError for anything not format 1."""
+    fmt = _json(props, "edge_tl.format", str, "a string") if "edge_tl.format" in props else None
+    if fmt != FORMAT_NAME:
+        raise ExportError(
+            "this is not an edge_tl model (no edge_tl format marker in its metadata)",
+            "give a file written by `edge-tl export`",
+        )
+    version = _json(props, "edge_tl.format_version", int, "an integer")
+    if version != FORMAT_VERSION:
+        hint = "upgrade edge_tl" if version > FORMAT_VERSION else "re-export it with this edge_tl"
+        raise ExportError(
+            f"model file is format version {version}; this edge_tl reads version {FORMAT_VERSION}",
+            hint,
+        )
+    labels = _json(props, "edge_tl.labels", list, "a list of label names")
+    if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(
+        labels
+    ):
+        raise ExportError("model metadata: edge_tl.labels must be distinct non-empty strings")
+    vocab = _json(props, "edge_tl.vocab", list, "a list of tokens")
+    if not all(isinstance(t, str) for t in vocab) or vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+        raise ExportError("model metadata: edge_tl.vocab must be tokens starting with xxunk..xxmaj")
+    if len(set(vocab[: len(SPECIAL_TOKENS)]) & set(vocab[len(SPECIAL_TOKENS) :])):
+        raise ExportError("model metadata: edge_tl.vocab repeats a special token")
+    tokenizer = _json(props, "edge_tl.tokenizer", dict, "an object")
+    provenance = _json(props, "edge_tl.provenance", dict, "an object")
+    return ModelMeta(version, labels, vocab, tokenizer, provenance)
+
+
+def read_model_bytes(path: Path | str) -> bytes:
+    """The plaintext ONNX bytes of `path`, decrypting an age-encrypted export in memory."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ExportError(f"model file {path} does not exist", "check the path") from e
+    except IsADirectoryError as e:
+        raise ExportError(f"{path} is a folder, not a model file", "give the .onnx file") from e
+    except OSError as e:
+        raise ExportError(f"cannot read model file {path} ({e.strerror})") from e
+    if data.startswith(_AGE_MAGIC) or data.lstrip().startswith(_ARMOR_BEGIN):
+        from .keys import decrypt_on_device
+
+        data = decrypt_on_device(data, what=f"model {path}")
+    return data
+
+
+class Classifier:
+    """An exported edge_tl model, ready to classify texts (onnxruntime only)."""
+
+    def __init__(self, path: Path | str, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        data = read_model_bytes(self.path)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except (RuntimeError, ValueError) as e:
+            raise ExportError(
+                f"{self.path} is not a readable ONNX model (corrupted or not a model file)",
+                "re-export it with `edge-tl export`",
+            ) from e
+        self.meta = read_metadata(self._sess.get_modelmeta().custom_metadata_map)
+        self._check_graph()
+        self.labels = list(self.meta.labels)
+        self._encoder = Encoder(tokenizer_from_spec(self.meta.tokenizer), self.meta.vocab)
+        self._pad = int(self.meta.tokenizer.get("pad_id", 1))
+
+    def _check_graph(self) -> None:
+        ins = {i.name: i for i in self._sess.get_inputs()}
+        outs = self._sess.get_outputs()
+        ok = (
+            set(ins) == {"input_ids", "lengths"}
+            and ins["input_ids"].type == "tensor(int64)" and len(ins["input_ids"].shape) == 2
+            and ins["lengths"].type == "tensor(int64)" and len(ins["lengths"].shape) == 1
+            and len(outs) == 1 and outs[0].name == "probs" and outs[0].type == "tensor(float)"
+            and len(outs[0].shape) == 2
+        )
+        if ok and isinstance(outs[0].shape[1], int) and outs[0].shape[1] != len(self.meta.labels):
+            ok = False
+        if not ok:
+            raise ExportError(
+                f"{self.path}: graph inputs/outputs are not those of an edge_tl classifier",
+                "re-export the model with `edge-tl export`",
+            )
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the model came from (base, dataset fingerprint, metrics, versions)."""
+        return dict(self.meta.provenance)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text; an empty text is an error."""
+        if isinstance(texts, str):
+            texts = [texts]
+        out = []
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise DataError(f"text {i + 1} is empty", "give some text to classify")
+            out.append(self._encoder.encode(t))
+        return out
+
+    def predict_proba(self, texts: Sequence[str]):
+        """Probabilities, a float32 array (n_texts, n_class)."""
+        return self.proba_ids(self.encode(texts))
+
+    def proba_ids(self, ids: Sequence[Sequence[int]]):
+        """Probabilities for already-encoded texts, batched by length."""
+        import numpy as np
+
+        n = len(ids)
+        probs = np.zeros((n, len(self.labels)), dtype=np.float32)
+        order = sorted(range(n), key=lambda i: len(ids[i]))
+        i = 0
+        while i < n:
+            # Longest row last in the sorted run decides the padded width.
+            j = i + 1
+            while j < n and j - i < MAX_BATCH and (j - i + 1) * len(ids[order[j]]) <= max(
+                MAX_BATCH_TOKENS, len(ids[order[j]])
+            ):
+                j += 1
+            rows = order[i:j]
+            width = len(ids[rows[-1]])
+            batch = np.full((len(rows), width), self._pad, dtype=np.int64)  # (batch, seq)
+            lens = np.empty(len(rows), dtype=np.int64)  # (batch,)
+            for r, k in enumerate(rows):
+                batch[r, : len(ids[k])] = ids[k]
+                lens[r] = len(ids[k])
+            try:
+                out = self._sess.run(["probs"], {"input_ids": batch, "lengths": lens})[0]
+            except (RuntimeError, ValueError) as e:
+                # e.g. a vocab longer than the embedding: the file is inconsistent, not the text.
+                raise ExportError(
+                    f"{self.path}: the model failed to run ({str(e).splitlines()[0][:200]})",
+                    "re-export the model with `edge-tl export`",
+                ) from e
+            probs[rows] = out
+            i = j
+        return probs
+
+    def predict(self, texts: Sequence[str] | str) -> list[Prediction]:
+        """Predicted label and per-label probabilities for each text."""
+        probs = self.predict_proba([texts] if isinstance(texts, str) else texts)
+        out = []
+        for row in probs:
+            d = {lab: float(p) for lab, p in zip(self.labels, row, strict=True)}
+            out.append(Prediction(self.labels[int(row.argmax())], d))
+        return out
+
+
+__all__ = ["Classifier", "ModelMeta", "Prediction", "read_metadata", "read_model_bytes"]
