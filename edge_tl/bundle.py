@@ -388,7 +388,8 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     if len(_field(m, "description", str, where)) > 4096:
         raise BundleError(f"{where}: description is longer than 4096 characters", CORRUPT)
     if m["architecture"] != "AWD_LSTM":
-        raise BundleError(f"{where}: architecture {str(m['architecture'])[:64]!r} is not AWD_LSTM")
+        arch = str(m["architecture"])[:64]
+        raise BundleError(f"{where}: architecture {arch!r} is not AWD_LSTM", CORRUPT)
     cfg = _exact_keys(m["model_config"], CFG_LIMITS.keys() | {"pad_token", "tie_weights",
                                                              "out_bias"}, f"{where} model_config")
     for k, hi in CFG_LIMITS.items():
