@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -188,7 +190,9 @@ def to_onnx_bytes(
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 1, 1]], dtype=torch.int64)  # (batch, seq)
     lens = torch.tensor([4, 2], dtype=torch.int64)  # (batch,)
     buf = io.BytesIO()
-    with torch.no_grad():
+    # The tracer warns about nn.LSTM's shape checks; they are constant for this wrapper.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper, (ids, lens), buf, dynamo=False, opset_version=OPSET,
             input_names=["input_ids", "lengths"], output_names=["probs"],
@@ -221,7 +225,14 @@ def _quantize_int8(proto):
     with tempfile.TemporaryDirectory(prefix="edge_tl_q") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, src)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        # quantize_dynamic logs a pre-processing hint through the root logger; it does not apply.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         out = onnx.load(dst)
     ops = {n.op_type for n in out.graph.node}
     if "LSTM" in ops or "DynamicQuantizeLSTM" not in ops:
