@@ -87,8 +87,9 @@ def n_params(cfg: ModelConfig, mode: str, n_class: int = 2) -> int:
     if mode == "lm_train":
         return cfg.n_params(with_decoder=True)
     head_in = 3 * cfg.emb_sz  # masked concat pooling: last, max, mean
-    head = 2 * head_in + head_in * CLAS_HEAD_HIDDEN + CLAS_HEAD_HIDDEN  # BN + Linear
-    head += 2 * CLAS_HEAD_HIDDEN + CLAS_HEAD_HIDDEN * n_class + n_class
+    # fastai's LinBnDrop: BatchNorm (weight + bias) then a Linear without bias.
+    head = 2 * head_in + head_in * CLAS_HEAD_HIDDEN
+    head += 2 * CLAS_HEAD_HIDDEN + CLAS_HEAD_HIDDEN * n_class
     return cfg.n_params(with_decoder=False) + head
 
 
