@@ -110,6 +110,16 @@ def read_model_bytes(path: Path | str) -> bytes:
     return data
 
 
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception classes (they derive from Exception, not RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
+             "NoSuchFile", "NotImplemented", "RuntimeException", "EngineError", "NotFound")
+    found = tuple(c for n in names if isinstance(c := getattr(state, n, None), type))
+    return (RuntimeError, ValueError, *found)
+
+
 class Classifier:
     """An exported edge_tl model, ready to classify texts (onnxruntime only)."""
 
@@ -123,7 +133,7 @@ class Classifier:
             opts.intra_op_num_threads = threads
         try:
             self._sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        except (RuntimeError, ValueError) as e:
+        except _ort_errors() as e:
             raise ExportError(
                 f"{self.path} is not a readable ONNX model (corrupted or not a model file)",
                 "re-export it with `edge-tl export`",
@@ -196,7 +206,7 @@ class Classifier:
                 lens[r] = len(ids[k])
             try:
                 out = self._sess.run(["probs"], {"input_ids": batch, "lengths": lens})[0]
-            except (RuntimeError, ValueError) as e:
+            except _ort_errors() as e:
                 # e.g. a vocab longer than the embedding: the file is inconsistent, not the text.
                 raise ExportError(
                     f"{self.path}: the model failed to run ({str(e).splitlines()[0][:200]})",
