@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import lzma
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +58,69 @@ class _Progress:
 
     def close(self) -> None:
         self.update(self.total)
+
+
+class _ReadAhead(io.RawIOBase):
+    """Decompresses on a worker thread (zlib, lzma and bz2 drop the GIL) while the caller parses."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, inner: IO[bytes], raw: IO[bytes]) -> None:
+        super().__init__()
+        self.inner, self.raw = inner, raw
+        self.position = 0  # compressed bytes consumed, for the progress bar
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._buf, self._pos, self._eof = b"", 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self.inner.read(self.CHUNK)
+                self.position = self.raw.tell()
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed over to the reading thread
+            self._put(e)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._pos >= len(self._buf):
+            if self._eof:
+                return 0
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+                return 0
+            self._buf, self._pos = item, 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            self._thread.join()
+            self.inner.close()
+            self.raw.close()
+        super().close()
 
 
 def detect_format(source: Path) -> str:
@@ -138,8 +203,8 @@ class _TextCheck:
         return True
 
 
-def _open_binary(source: Path) -> tuple[IO[bytes], IO[bytes], str]:
-    """Open a source file: (decoded byte stream, raw stream for progress, inner name)."""
+def _open_binary(source: Path) -> tuple[IO[bytes], Callable[[], int], str]:
+    """Open a source: (byte stream, bytes-of-the-file-consumed function, inner name)."""
     raw: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed by the caller
     name = source.name
     head = raw.read(64)
@@ -156,13 +221,13 @@ def _open_binary(source: Path) -> tuple[IO[bytes], IO[bytes], str]:
         name = name.removesuffix(".age")
         head = raw.read(64)
         raw.seek(0)
-    stream = raw
     for magic, suffix, opener in _WRAPPERS:
         if head.startswith(magic):
-            stream = opener(raw)
-            name = name.removesuffix(suffix)
-            break
-    return stream, raw, name
+            ahead = _ReadAhead(opener(raw), raw)
+            # Closing the returned reader closes the decompressor and the file too.
+            stream = io.BufferedReader(ahead, buffer_size=1 << 20)
+            return stream, lambda a=ahead: a.position, name.removesuffix(suffix)
+    return raw, raw.tell, name
 
 
 def _text_stream(stream: IO[bytes], encoding: str) -> io.TextIOWrapper:
@@ -173,7 +238,7 @@ def _text_stream(stream: IO[bytes], encoding: str) -> io.TextIOWrapper:
 
 def _bad_line(source: Path, encoding: str) -> int | None:
     """Find the first line that does not decode (rescans the source; error path only)."""
-    stream, raw, _ = _open_binary(source)
+    stream, _, _ = _open_binary(source)
     dec = codecs.getincrementaldecoder(encoding)(errors="strict")
     try:
         for n, line in enumerate(stream, 1):
@@ -185,7 +250,6 @@ def _bad_line(source: Path, encoding: str) -> int | None:
         return None
     finally:
         stream.close()
-        raw.close()
     return None
 
 
@@ -199,14 +263,14 @@ def _read_file(
     progress: bool,
 ) -> Iterator[Row]:
     size = source.stat().st_size
-    stream, raw, _ = _open_binary(source)
+    stream, position, _ = _open_binary(source)
     bar = _Progress(size // 1024, progress)
     try:
         text = _text_stream(stream, encoding)
         rows = _csv_rows if fmt in ("csv", "tsv") else _jsonl_rows
         for i, row in enumerate(rows(text, fmt, text_col, label_col, checker)):
             if i % 2048 == 0:
-                bar.update(raw.tell() // 1024)
+                bar.update(position() // 1024)
             yield row
         bar.close()
     except UnicodeDecodeError:
@@ -219,7 +283,6 @@ def _read_file(
         ) from None
     finally:
         stream.close()
-        raw.close()
 
 
 @contextlib.contextmanager
