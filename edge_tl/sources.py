@@ -186,7 +186,7 @@ class _TextCheck:
         stats["skipped_empty"] = 0
 
     def ok(self, text: str, where: str) -> bool:
-        if not text.strip():
+        if not text or text.isspace():  # isspace() does not copy the text
             if self.skip_empty:
                 self.stats["skipped_empty"] += 1
                 return False
