@@ -210,7 +210,7 @@ def _info_from(name: str, path: Path, builtin: bool) -> BaseInfo:
                     source=rec.get("source"),
                 )
     try:
-        m = read_manifest(path)
+        m = read_manifest(path, f"{name} ({'builtin' if builtin else 'store'})")
     except EdgeTLError as e:
         extra["problem"] = str(e)
         return BaseInfo(name, builtin, path, path.stat().st_size, **extra)

@@ -690,9 +690,9 @@ def _stream_weights(f: BinaryIO, lay: _Layout) -> None:
         raise _fail(lay.label, "weights: tensor data holds NaN or infinity")
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path, label: str | None = None) -> dict[str, Any]:
     """The validated manifest of a bundle (structure only: no hash or signature is checked)."""
-    f, size, label = _open(path)
+    f, size, label = _open(path, label)
     with f:
         return _read_layout(f, size, label).manifest
 

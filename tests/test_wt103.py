@@ -1,4 +1,4 @@
-"""fastai WT103 conversion: the real file layout at full size, stock fastai loading, fetch offline."""
+"""fastai WT103 conversion: real layout at full size, stock fastai loading, offline fetch."""
 
 from __future__ import annotations
 
@@ -45,8 +45,13 @@ def itos(n: int) -> list[str]:
     return SPECIAL_TOKENS + [f"tok{i}" for i in range(n - len(SPECIAL_TOKENS))]
 
 
-def fastai_dir(folder: Path, cfg: ModelConfig, wname: str = "lstm_fwd.pth", wrap: bool = False,
-               vocab: list[str] | None = None) -> dict:
+def fastai_dir(
+    folder: Path,
+    cfg: ModelConfig,
+    wname: str = "lstm_fwd.pth",
+    wrap: bool = False,
+    vocab: list[str] | None = None,
+) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     sd = fastai_state(cfg)
     obj = {"model": sd, "opt": {"hypers": [{"lr": 0.01}], "state": [{}]}} if wrap else sd
@@ -77,8 +82,15 @@ def full(tmp_path_factory) -> tuple[Path, dict]:
 def test_full_size_pack_import_load_every_tensor(full):
     bundle, src = full
     m = read_manifest(bundle)
-    assert m["model_config"] == {"vocab_size": 60000, "emb_sz": 400, "n_hid": 1152, "n_layers": 3,
-                                 "pad_token": 1, "tie_weights": True, "out_bias": True}
+    assert m["model_config"] == {
+        "vocab_size": 60000,
+        "emb_sz": 400,
+        "n_hid": 1152,
+        "n_layers": 3,
+        "pad_token": 1,
+        "tie_weights": True,
+        "out_bias": True,
+    }
     assert m["corpus"] == WT103_CORPUS and m["weights"]["dtype"] == "fp16"
     assert bundle.stat().st_size < 90e6  # tied embedding stored once, fp16
     assert import_base(bundle, allow_unsigned=True) == "wt103"
@@ -116,8 +128,13 @@ def test_stock_fastai_learners_load_an_unpacked_bundle(full, tmp_path):
     dls = DataLoaders(DataLoader([0]), DataLoader([0]))
     dls.vocab, dls.c = new_vocab, 2
     learn = language_model_learner(
-        dls, AWD_LSTM, config=dict(awd_lstm_lm_config), pretrained=True,
-        pretrained_fnames=[wgts.stem, vocab_file.stem], path=tmp_path, model_dir=".",
+        dls,
+        AWD_LSTM,
+        config=dict(awd_lstm_lm_config),
+        pretrained=True,
+        pretrained_fnames=[wgts.stem, vocab_file.stem],
+        path=tmp_path,
+        model_dir=".",
     )
     got = learn.model.state_dict()
     old = {w: i for i, w in enumerate(base.vocab)}
@@ -131,8 +148,14 @@ def test_stock_fastai_learners_load_an_unpacked_bundle(full, tmp_path):
     for k in lm_state_keys(WT103):
         if k.startswith("0.rnns."):
             assert torch.equal(got[k], src[k].half().float()), k
-    clas = text_classifier_learner(dls, AWD_LSTM, config=dict(awd_lstm_clas_config),
-                                   pretrained=False, n_out=2, loss_func=CrossEntropyLossFlat())
+    clas = text_classifier_learner(
+        dls,
+        AWD_LSTM,
+        config=dict(awd_lstm_clas_config),
+        pretrained=False,
+        n_out=2,
+        loss_func=CrossEntropyLossFlat(),
+    )
     clas.load_pretrained(wgts, vocab_file, model=clas.model[0])
     got = clas.model[0].module.state_dict()
     for k in lm_state_keys(WT103):
@@ -175,7 +198,9 @@ def test_vocab_pickle_cannot_run_code(tmp_path):
     (tmp_path / "itos_wt103.pkl").write_bytes(pickle.dumps([evil]))
     with pytest.raises(BundleError) as e:
         pack_from_fastai(tmp_path, name="x", out=tmp_path / "x.etlb")
-    assert "itos_wt103.pkl: holds an object of type posix.system, not a list of strings" in str(e.value)
+    assert "itos_wt103.pkl: holds an object of type posix.system, not a list of strings" in str(
+        e.value
+    )
     assert not evil.marker.exists()
 
 
@@ -223,22 +248,50 @@ def test_cli_pack_verify_and_signed_import(tmp_path):
     res = r.invoke(cli, ["base", "keygen", "--out", str(tmp_path / "k.key")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "t.etlb"
-    res = r.invoke(cli, ["base", "pack", "--from-fastai", str(tmp_path / "dl"), "--name", "tiny",
-                         "--out", str(out), "--sign-key", str(tmp_path / "k.key")])
+    res = r.invoke(
+        cli,
+        [
+            "base",
+            "pack",
+            "--from-fastai",
+            str(tmp_path / "dl"),
+            "--name",
+            "tiny",
+            "--out",
+            str(out),
+            "--sign-key",
+            str(tmp_path / "k.key"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     fp = read_manifest(out)["signer"]
     assert res.output.startswith(f"Packed base tiny -> {out} (") and f"signed by {fp}" in res.output
     res = r.invoke(cli, ["base", "verify", str(out), "--trust", str(tmp_path / "k.pub")])
     assert res.exit_code == 0
-    assert res.output == (f"OK t.etlb: base tiny, 40 tokens, emb 6, hidden 10, 3 layers, fp16; "
-                          f"signature by {fp} verified\n")
+    assert res.output == (
+        f"OK t.etlb: base tiny, 40 tokens, emb 6, hidden 10, 3 layers, fp16; "
+        f"signature by {fp} verified\n"
+    )
     res = r.invoke(cli, ["base", "import", str(out), "--trust", str(tmp_path / "k.pub")])
     assert res.output == f"Imported base tiny (signature by {fp} verified)\n"
-    res = r.invoke(cli, ["base", "pack", "--from-fastai", str(tmp_path / "nope"), "--name", "x",
-                         "--out", str(tmp_path / "x.etlb")])
+    res = r.invoke(
+        cli,
+        [
+            "base",
+            "pack",
+            "--from-fastai",
+            str(tmp_path / "nope"),
+            "--name",
+            "x",
+            "--out",
+            str(tmp_path / "x.etlb"),
+        ],
+    )
     assert res.exit_code == 1
-    assert res.output == (f"Error: {tmp_path / 'nope'}: not a folder. pass the folder fastai "
-                          "downloads to ~/.fastai/models/wt103-fwd/\n")
+    assert res.output == (
+        f"Error: {tmp_path / 'nope'}: not a folder. pass the folder fastai "
+        "downloads to ~/.fastai/models/wt103-fwd/\n"
+    )
 
 
 FETCH_ERROR = (
