@@ -1,0 +1,116 @@
+"""Evaluate a trained classifier: accuracy, per-class precision/recall/F1, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import DataError
+from .models import TrainedModel
+
+
+def metrics_from_predictions(y: Sequence[int], pred: Sequence[int], names: Sequence[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows = truth)."""
+    n = len(names)
+    cm = [[0] * n for _ in range(n)]
+    for t, p in zip(y, pred, strict=True):
+        cm[t][p] += 1
+    total = len(y)
+    per_class = {}
+    for c, name in enumerate(names):
+        tp = cm[c][c]
+        predicted = sum(cm[r][c] for r in range(n))
+        actual = sum(cm[c])
+        prec = tp / predicted if predicted else 0.0
+        rec = tp / actual if actual else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per_class[name] = {"precision": prec, "recall": rec, "f1": f1, "support": actual}
+    return {
+        "accuracy": sum(cm[c][c] for c in range(n)) / total if total else 0.0,
+        "n": total,
+        "per_class": per_class,
+        "macro_f1": sum(v["f1"] for v in per_class.values()) / n if n else 0.0,
+        "labels": list(names),
+        "confusion_matrix": cm,
+    }
+
+
+def predict_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32", device: Any = "cpu"):
+    """Class index of every doc (model in eval mode; longest docs first, little padding)."""
+    import torch
+    from fastai.text.data import pad_input_chunk
+
+    from .fastcpu import PAD, autocast_ctx
+
+    model.eval()
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    pred = [0] * len(ids)
+    with torch.no_grad():
+        for s in range(0, len(order), bs):
+            idx = order[s : s + bs]
+            batch = pad_input_chunk([(ids[i],) for i in idx], pad_idx=PAD, pad_first=True,
+                                    seq_len=bptt)  # fmt: skip
+            x = torch.stack([b[0] for b in batch]).to(device)  # (bs, padded_len)
+            with autocast_ctx(dtype, torch.device(device).type):
+                logits = model(x)[0]  # (bs, n_class)
+            for i, p in zip(idx, logits.float().argmax(1).tolist(), strict=True):
+                pred[i] = p
+    return pred
+
+
+def evaluate_texts(
+    m: TrainedModel, texts: Sequence[str], labels: Sequence[str], bs: int = 64,
+    dtype: str = "fp32", workers: int = 0,
+) -> dict[str, Any]:
+    """Metrics of stored/in-memory model `m` on labelled texts (tokenized in memory)."""
+    from .fastcpu import numericalize, tokenize
+    from .model import build_classifier
+
+    unknown = sorted(set(labels) - set(m.labels))
+    if unknown:
+        raise DataError(
+            f"label {unknown[0]!r} is not one the model knows ({', '.join(m.labels)})",
+            "evaluate on a dataset with the same label names as the training data",
+        )
+    tc = m.train_config
+    bptt, max_len = int(tc.get("bptt", 72)), int(tc.get("max_len", 1440))
+    model = build_classifier(m.model_cfg, len(m.labels), seq_len=bptt, max_len=max_len,
+                             lin_ftrs=list(m.lin_ftrs))  # fmt: skip
+    model.load_state_dict(m.state_dict)
+    ids = numericalize(tokenize(texts, workers), m.vocab)
+    c2i = {n: i for i, n in enumerate(m.labels)}
+    pred = predict_ids(model, ids, bs, bptt, dtype)
+    return metrics_from_predictions([c2i[x] for x in labels], pred, m.labels)
+
+
+def evaluate_model(name: str, data: str, dtype: str = "fp32") -> dict[str, Any]:
+    """Evaluate stored model `name` on the labelled rows of vault dataset `data`."""
+    from .data import open_dataset
+    from .models import load_model
+
+    m = load_model(name)
+    ds = open_dataset(data)
+    texts, labels = ds.labelled()
+    if not texts:
+        raise DataError(f"dataset {data!r} has no labelled rows to evaluate on",
+                        "import a labelled dataset")  # fmt: skip
+    out = evaluate_texts(m, texts, labels, dtype=dtype)
+    out.update(model=name, data=data, dataset_fingerprint=ds.fingerprint)
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """Human-readable metrics table."""
+    names = r["labels"]
+    w = max(8, *(len(n) for n in names))
+    lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} rows (macro F1 {r['macro_f1']:.4f})", "",
+             f"{'label':<{w}}  precision  recall     f1  support"]  # fmt: skip
+    for n in names:
+        c = r["per_class"][n]
+        lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:5.4f}"
+                     f"  {c['support']:7d}")  # fmt: skip
+    lines += ["", "confusion matrix (rows = true label, columns = predicted)",
+              " " * w + "  " + "  ".join(f"{n[:8]:>8}" for n in names)]  # fmt: skip
+    for n, row in zip(names, r["confusion_matrix"], strict=True):
+        lines.append(f"{n:<{w}}  " + "  ".join(f"{v:8d}" for v in row))
+    return "\n".join(lines)

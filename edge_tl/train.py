@@ -1,0 +1,675 @@
+"""The ULMFiT recipe on fastai's Learner: LM fine-tuning, then a classifier with gradual
+unfreezing, discriminative learning rates and one-cycle schedules; resumable, encrypted."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import CLAS_DROPOUTS, LM_DROPOUTS, ModelConfig, from_dict, to_dict
+from .errors import ConfigError, DataError, ModelError
+from .models import TrainedModel
+
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run; resolved once: defaults -> device profile -> config file -> flags."""
+
+    seed: int = 42
+    valid_pct: float = 0.1  # labelled rows held out to pick nothing, only to report
+    # language-model stage (fastai's ULMFiT recipe: 1 frozen epoch, then unfrozen epochs)
+    lm_frozen_epochs: int = 1
+    lm_epochs: int = 1
+    lm_lr: float = 2e-2
+    lm_lr_unfrozen: float = 2e-3
+    lm_drop_mult: float = 0.3
+    lm_valid_pct: float = 0.1
+    scratch: bool = False  # random init, same architecture (the control arm)
+    scratch_lm: bool = False  # with scratch, also train a from-scratch LM first
+    # classifier stages: head; last two groups; last three; all (freeze_to(-1), -2, -3, none)
+    stages: tuple[int, ...] = (1, 1, 1, 2)
+    lr: float = 2e-2  # stage k uses lr * stage_lr_mults[k], discriminative slice(lr/2.6**4, lr)
+    stage_lr_mults: tuple[float, ...] = (1.0, 0.5, 0.25, 0.05)
+    lr_div: float = 2.6
+    clas_drop_mult: float = 0.5
+    wd: float = 0.01
+    lin_ftrs: tuple[int, ...] = (50,)
+    # sizes (0 = from the memory planner / device profile)
+    bs: int = 0
+    lm_bs: int = 0
+    bptt: int = 72
+    max_len: int = 1440
+    min_freq: int = 3
+    max_vocab: int = 60000
+    # speed
+    dtype: str = "auto"  # auto: bf16 autocast on a CPU with native bf16 / CUDA, else fp32
+    cache_head_features: bool = True
+    threads: int = 0
+    workers: int = 0  # tokenizer processes (0 = in this process)
+    # architecture for --scratch when no base gives one
+    arch: ModelConfig | None = None
+    checkpoint_minutes: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 < self.valid_pct < 1.0, "valid_pct", "a share between 0 and 1"),
+            (0.0 < self.lm_valid_pct < 1.0, "lm_valid_pct", "a share between 0 and 1"),
+            (len(self.stages) >= 1 and all(e >= 0 for e in self.stages), "stages",
+             "one or more epoch counts >= 0"),
+            (self.lm_epochs >= 0 and self.lm_frozen_epochs >= 0, "lm_epochs", ">= 0"),
+            (self.lr > 0 and self.lm_lr > 0 and self.lm_lr_unfrozen > 0, "lr", "> 0"),
+            (self.bs >= 0 and self.lm_bs >= 0, "bs", ">= 0 (0 = planner)"),
+            (self.bptt >= 8, "bptt", ">= 8"),
+            (self.max_len >= self.bptt, "max_len", ">= bptt"),
+            (self.dtype in DTYPES, "dtype", " | ".join(DTYPES)),
+            (self.checkpoint_minutes >= 0, "checkpoint_minutes", ">= 0"),
+            (self.min_freq >= 1 and self.max_vocab >= 16, "min_freq", "min_freq >= 1, "
+             "max_vocab >= 16"),
+        ]  # fmt: skip
+        for ok, key, want in checks:
+            if not ok:
+                raise ConfigError(f"train config: {key} must be {want}", f"got {self}")
+
+    def stage_lr(self, k: int) -> float:
+        """Peak learning rate of classifier stage k."""
+        mults = self.stage_lr_mults
+        return self.lr * (mults[k] if k < len(mults) else mults[-1])
+
+
+def resolve_config(profile: Any = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """defaults -> device profile (bptt, max length, dtype, threads) -> overrides (file, flags)."""
+    data: dict[str, Any] = {}
+    if profile is not None:
+        data.update(bptt=profile.bptt, max_len=max(profile.max_seq_len, profile.bptt),
+                    threads=profile.threads)  # fmt: skip
+        if profile.dtype in DTYPES:
+            data["dtype"] = profile.dtype
+    data.update(overrides or {})
+    return from_dict(TrainConfig, data, "train config")
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """JSON-ready TrainConfig (tuples as lists) that from_dict loads back exactly."""
+    d = to_dict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass
+class LMResult:
+    """A fine-tuned language model: its vocab, shape, encoder weights and measured speed."""
+
+    vocab: list[str]
+    model_cfg: ModelConfig
+    encoder_state: dict[str, Any]  # AWD_LSTM state (keys without the "0." prefix)
+    base: str | None = None
+    base_sha256: str | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Training tokens per second of wall time (validation included)."""
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------- runtime
+
+
+@dataclass
+class Run:
+    """Per-run plumbing: device, dtype, sizes, progress, checkpoint hooks and resume state."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    bs: int = 64
+    lm_bs: int = 64
+    progress: bool = True
+    save: Callable[..., None] | None = None  # save(phase, stage, epoch, batch, learn, extra)
+    resume: Any = None  # a checkpoint.Checkpoint to continue from
+    log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_dtype(cfg: TrainConfig, device: str) -> str:
+    """The one place the training dtype is chosen (bf16 autocast where the hardware has it)."""
+    import torch
+
+    if cfg.dtype != "auto":
+        if cfg.dtype == "bf16" and device == "cpu" and not _cpu_bf16():
+            return "fp32"
+        return cfg.dtype
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device == "cpu" and _cpu_bf16() else "fp32"
+
+
+def _cpu_bf16() -> bool:
+    try:
+        from .device import detect
+
+        return bool(detect().cpu_bf16)
+    except (ImportError, AttributeError, OSError):
+        return False
+
+
+def _learner(dls, model, run: Run, lm: bool, cfg: TrainConfig, splitter):
+    """A fastai TextLearner with our callbacks, writing nothing (path under runs/)."""
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from fastai.optimizer import Adam
+    from fastai.text.learner import TextLearner
+
+    from .fastcpu import Autocast  # also patches fit_one_cycle in
+    from .home import subdir
+
+    cbs = []
+    if run.dtype in ("bf16", "fp16") and run.device == "cpu":
+        cbs.append(Autocast("cpu", _torch_dtype(run.dtype)))
+    elif run.dtype in ("bf16", "fp16"):
+        from fastai.callback.fp16 import MixedPrecision
+
+        cbs.append(MixedPrecision(amp_mode=run.dtype))
+    learn = TextLearner(
+        dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, splitter=splitter,
+        metrics=[accuracy], path=subdir("runs"), model_dir=".", wd=cfg.wd, cbs=cbs,
+    )  # fmt: skip
+    if not run.progress:
+        from fastai.callback.progress import ProgressCallback
+
+        learn.remove_cb(ProgressCallback)
+    if not run.progress:
+        learn.logger = lambda *a, **k: None  # no epoch table when quiet
+    return learn
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _fit_stage(learn, run: Run, phase: str, stage: int, n_epoch: int, lr, start: Any) -> None:
+    """fit_one_cycle for one stage, checkpointing each epoch and every N minutes; resumable."""
+    from .checkpoint import capture_rng, restore_rng
+    from .fastcpu import EveryEpochAndMinutes, SkipBatches
+
+    epoch0 = batch0 = 0
+    rng_start = rng_now = None
+    if start is not None and (start.position.phase, start.position.stage) == (phase, stage):
+        epoch0, batch0 = start.position.epoch, start.position.batch
+        rng_start, rng_now = start.rng_epoch_start, start.rng_now
+    if epoch0 >= n_epoch:
+        return
+    dl = learn.dls.train
+    state: dict[str, Any] = {}
+
+    def on_epoch_start(epoch: int) -> None:
+        if rng_start and epoch == epoch0:
+            restore_rng(rng_start)
+            if "dl" in rng_start:
+                dl.rng.setstate(_tuplify(rng_start["dl"]))
+        state["rng"] = {**capture_rng(), "dl": dl.rng.getstate()}
+
+    def save(epoch: int, batch: int, finished: bool) -> None:
+        if run.save is None:
+            return
+        if finished:
+            nxt = (stage, epoch + 1) if epoch + 1 < n_epoch else (stage + 1, 0)
+            rng = {**capture_rng(), "dl": dl.rng.getstate()}
+            run.save(phase, nxt[0], nxt[1], 0, learn, rng, rng)
+        else:
+            run.save(phase, stage, epoch, batch, learn, state["rng"], capture_rng())
+
+    cbs = [EveryEpochAndMinutes(save, _minutes(learn), on_epoch_start)]
+    if batch0 > 0:
+        cbs.append(SkipBatches(batch0, on_done=lambda: rng_now and restore_rng(rng_now)))
+    learn.fit_one_cycle(n_epoch, lr, moms=(0.8, 0.7, 0.8), cbs=cbs, start_epoch=epoch0)
+
+
+def _minutes(learn) -> float:
+    return getattr(learn, "_ckpt_minutes", 10.0)
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(o) for o in x) if isinstance(x, list) else x
+
+
+# ---------------------------------------------------------------- language model
+
+
+def finetune_lm(
+    texts: Sequence[str], base: Any, cfg: TrainConfig, *, run: Run | None = None,
+    docs: list[list[str]] | None = None, vocab: list[str] | None = None,
+) -> LMResult:
+    """Fine-tune `base` (a bundle.Base, or None for a from-scratch LM) on `texts`."""
+    import torch
+    from fastai.text.learner import match_embeds
+    from fastai.text.models.awdlstm import awd_lstm_lm_split
+    from fastai.torch_core import set_seed
+
+    from . import fastcpu
+    from .model import build_lm
+
+    run = run or Run()
+    docs = docs if docs is not None else fastcpu.tokenize(texts, cfg.workers)
+    if vocab is None:
+        vocab = list(build_vocab_for(docs, cfg))
+    shape = _shape(base, cfg)
+    mcfg = dataclasses.replace(shape, vocab_size=len(vocab))
+    set_seed(cfg.seed)
+    model = build_lm(mcfg, LM_DROPOUTS, cfg.lm_drop_mult)
+    if base is not None:
+        wgts = match_embeds(dict(base.state_dict), list(base.vocab), vocab)
+        model.load_state_dict(wgts)
+    start = run.resume if run.resume is not None and run.resume.position.phase == "lm" else None
+    if start is not None:
+        model.load_state_dict(start.model_state)
+    ids = fastcpu.numericalize(docs, vocab)
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(len(ids), generator=g).tolist()
+    n_valid = max(1, int(len(ids) * cfg.lm_valid_pct)) if len(ids) > 1 else 0
+    valid = [ids[i] for i in perm[:n_valid]] or ids[:1]
+    train = [ids[i] for i in perm[n_valid:]] or ids
+    bs = max(1, min(run.lm_bs, sum(len(t) for t in train) // (cfg.bptt + 1)))
+    dls = fastcpu.dls(fastcpu.lm_loader(train, bs, cfg.bptt, True, run.device),
+                      fastcpu.lm_loader(valid, bs, cfg.bptt, False, run.device), run.device)
+    learn = _learner(dls, model, run, True, cfg, awd_lstm_lm_split)
+    learn._ckpt_minutes, learn._vocab, learn._labels = cfg.checkpoint_minutes, vocab, []
+    n_tokens = len(dls.train) * bs * cfg.bptt
+    t0 = time.perf_counter()
+    stages = [(cfg.lm_frozen_epochs, cfg.lm_lr, -1), (cfg.lm_epochs, cfg.lm_lr_unfrozen, None)]
+    done = 0
+    for k, (n_epoch, lr, freeze) in enumerate(stages):
+        if n_epoch == 0 or (start is not None and start.position.stage > k):
+            continue
+        learn.freeze_to(freeze) if freeze is not None else learn.unfreeze()
+        if start is not None and start.opt_state is not None and start.position.stage == k:
+            learn.opt.load_state_dict(start.opt_state)
+        _fit_stage(learn, run, "lm", k, n_epoch, lr, start)
+        done += n_epoch - (start.position.epoch if start and start.position.stage == k else 0)
+        start = None if start is not None and start.position.stage <= k else start
+    seconds = time.perf_counter() - t0
+    loss = float(learn.recorder.values[-1][1]) if learn.recorder.values else float("nan")
+    encoder = {k[2:]: v.detach().clone() for k, v in model.state_dict().items()
+               if k.startswith("0.")}  # fmt: skip
+    return LMResult(
+        vocab=vocab, model_cfg=mcfg, encoder_state=encoder,
+        base=getattr(base, "name", None), base_sha256=_base_sha(base),
+        tokens=n_tokens * done, seconds=seconds,
+        metrics={"lm_valid_loss": loss, "lm_perplexity": math.exp(min(loss, 50.0)),
+                 "lm_epochs_run": done},
+    )  # fmt: skip
+
+
+def build_vocab_for(docs: Sequence[Sequence[str]], cfg: TrainConfig) -> list[str]:
+    """The task vocabulary under fastai's rules and cfg's min_freq / max_vocab."""
+    from .fastcpu import build_vocab
+
+    return list(build_vocab(docs, cfg.min_freq, cfg.max_vocab))
+
+
+def _shape(base: Any, cfg: TrainConfig) -> ModelConfig:
+    if base is not None:
+        return base.model_cfg
+    if cfg.arch is not None:
+        return cfg.arch
+    raise ConfigError("a from-scratch run needs a model shape", "pass a base (its shape is "
+                      "used) or set `arch` in the train config")  # fmt: skip
+
+
+def _base_sha(base: Any) -> str | None:
+    m = getattr(base, "manifest", None) or {}
+    return m.get("sha256") or m.get("weights_sha256") if isinstance(m, dict) else None
+
+
+# ---------------------------------------------------------------- classifier
+
+
+def check_labels(labels: Sequence[str | None], valid_pct: float) -> list[str]:
+    """Label names (sorted) if the labelled rows can train a classifier, else DataError."""
+    present = [x for x in labels if x is not None]
+    if not present:
+        raise DataError(
+            "the dataset has no labelled rows",
+            "import a dataset with a label column (unlabelled rows only help the LM: --lm-data)",
+        )
+    names = sorted(set(present))
+    if len(names) < 2:
+        raise DataError(f"the dataset has only one class ({names[0]!r})",
+                        "a classifier needs rows of at least two labels")  # fmt: skip
+    counts = {n: present.count(n) for n in names}
+    need = max(2, math.ceil(1 / valid_pct))
+    few = [n for n in names if counts[n] < need]
+    if few:
+        raise DataError(
+            f"too few rows for the validation split: label {few[0]!r} has {counts[few[0]]} "
+            f"(need at least {need} per label for a {valid_pct:.0%} split)",
+            "add labelled rows, or raise valid_pct in the train config",
+        )
+    return names
+
+
+def stratified_split(y: Sequence[int], valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train and validation row indices, stratified by class, fixed by seed."""
+    import random as _random
+
+    rng = _random.Random(seed)
+    train, valid = [], []
+    for c in sorted(set(y)):
+        rows = [i for i, v in enumerate(y) if v == c]
+        rng.shuffle(rows)
+        n = max(1, round(len(rows) * valid_pct))
+        valid += rows[:n]
+        train += rows[n:]
+    return sorted(train), sorted(valid)
+
+
+def train_classifier(
+    texts: Sequence[str], labels: Sequence[str], lm: LMResult | None, cfg: TrainConfig, *,
+    valid: tuple[Sequence[str], Sequence[str]] | None = None, scratch: bool = False,
+    label_names: Sequence[str] | None = None, run: Run | None = None, name: str = "model",
+    docs: list[list[str]] | None = None,
+) -> TrainedModel:
+    """Gradual unfreezing (cfg.stages), one-cycle, discriminative lrs; returns the model."""
+    import torch
+    from fastai.text.models.awdlstm import awd_lstm_clas_split
+    from fastai.torch_core import set_seed
+
+    from . import fastcpu
+    from .model import build_classifier
+
+    run = run or Run()
+    names = list(label_names) if label_names else check_labels(labels, cfg.valid_pct)
+    c2i = {n: i for i, n in enumerate(names)}
+    docs = docs if docs is not None else fastcpu.tokenize(texts, cfg.workers)
+    y = [c2i[x] for x in labels]
+    if valid is None:
+        tr, va = stratified_split(y, cfg.valid_pct, cfg.seed)
+        v_docs, v_y = [docs[i] for i in va], [y[i] for i in va]
+        docs, y = [docs[i] for i in tr], [y[i] for i in tr]
+    else:
+        v_docs, v_y = fastcpu.tokenize(valid[0], cfg.workers), [c2i[x] for x in valid[1]]
+    resume = run.resume if run.resume is not None and run.resume.position.phase == "clas" else None
+    if resume is not None:
+        vocab = list(resume.vocab)
+        shape = lm.model_cfg if lm is not None else _shape(None, cfg)
+        mcfg = dataclasses.replace(shape, vocab_size=len(vocab))
+    elif lm is not None:
+        vocab, mcfg = lm.vocab, lm.model_cfg
+    else:
+        vocab = build_vocab_for(docs, cfg)
+        mcfg = dataclasses.replace(_shape(None, cfg), vocab_size=len(vocab))
+    set_seed(cfg.seed)
+    model = build_classifier(mcfg, len(names), CLAS_DROPOUTS, cfg.clas_drop_mult, cfg.bptt,
+                             cfg.max_len, list(cfg.lin_ftrs))  # fmt: skip
+    if lm is not None and resume is None:
+        model[0].module.load_state_dict(lm.encoder_state)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+    ids, v_ids = fastcpu.numericalize(docs, vocab), fastcpu.numericalize(v_docs, vocab)
+    dls = fastcpu.dls(fastcpu.clas_loader(ids, y, run.bs, cfg.bptt, True, run.device),
+                      fastcpu.clas_loader(v_ids, v_y, run.bs, cfg.bptt, False, run.device),
+                      run.device)  # fmt: skip
+    learn = _learner(dls, model, run, False, cfg, awd_lstm_clas_split)
+    learn._ckpt_minutes, learn._vocab, learn._labels = cfg.checkpoint_minutes, vocab, names
+    tokens_per_epoch = sum(len(t) for t in ids)
+    timings: list[dict[str, Any]] = []
+    t_all = time.perf_counter()
+    first = resume.position.stage if resume is not None else 0
+    for k, n_epoch in enumerate(cfg.stages):
+        if k < first or n_epoch == 0:
+            continue
+        t0 = time.perf_counter()
+        lr = cfg.stage_lr(k)
+        if k == 0 and cfg.cache_head_features and resume is None:
+            _train_head_on_features(learn, model, ids, y, v_ids, v_y, n_epoch, lr, cfg, run)
+        else:
+            if k < 3 and k + 1 < mcfg.n_layers + 2:  # groups: embedding, each RNN, head
+                learn.freeze_to(-(k + 1))
+            else:
+                learn.unfreeze()
+            if resume is not None and resume.opt_state is not None and k == first:
+                learn.opt.load_state_dict(resume.opt_state)
+            lr_arg = lr if k == 0 else slice(lr / cfg.lr_div**4, lr)
+            _fit_stage(learn, run, "clas", k, n_epoch, lr_arg, resume if k == first else None)
+        timings.append({"stage": k, "epochs": n_epoch, "seconds": time.perf_counter() - t0})
+        if k == 0 and cfg.cache_head_features and run.save is not None:
+            run.save("clas", 1, 0, 0, learn, None, None)
+    seconds = time.perf_counter() - t_all
+    metrics = evaluate_ids(model, v_ids, v_y, names, run, cfg)
+    epochs = sum(cfg.stages[first:])
+    metrics.update(clas_seconds=seconds, clas_tokens=tokens_per_epoch * epochs,
+                   clas_tokens_per_s=tokens_per_epoch * epochs / seconds if seconds else 0.0,
+                   stages=timings, train_rows=len(ids), valid_rows=len(v_ids),
+                   dtype=run.dtype, device=run.device)  # fmt: skip
+    if lm is not None:
+        metrics.update(lm.metrics, lm_tokens_per_s=lm.tokens_per_s, lm_seconds=lm.seconds)
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
+             for k, v in model.state_dict().items()}  # fmt: skip
+    return TrainedModel(
+        name=name, model_cfg=mcfg, vocab=list(vocab), labels=names, state_dict=state,
+        lin_ftrs=list(cfg.lin_ftrs), train_config=config_dict(cfg), metrics=metrics,
+        base=None if lm is None else lm.base,
+        base_sha256=None if lm is None else lm.base_sha256,
+    )  # fmt: skip
+
+
+def _train_head_on_features(learn, model, ids, y, v_ids, v_y, n_epoch, lr, cfg, run) -> None:
+    """Stage 1 (head only): the frozen encoder runs once per doc, the head trains on its
+    pooled outputs; no graph, no backward and no chunked re-encoding per epoch."""
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from fastai.optimizer import Adam
+
+    from . import fastcpu
+    from .fastcpu import copy_opt_state, feature_loader, pooled_features
+
+    enc, head = model[0], model[1]
+    learn.freeze_to(-1)
+    feats = pooled_features(enc, ids, run.bs, cfg.bptt, run.dtype, True, run.device)
+    v_feats = pooled_features(enc, v_ids, run.bs, cfg.bptt, run.dtype, False, run.device)
+    from fastai.learner import Learner
+
+    hl = Learner(
+        fastcpu.dls(feature_loader(feats, y, run.bs, True, run.device),
+                    feature_loader(v_feats, v_y, run.bs, False, run.device), run.device),
+        head.layers, loss_func=CrossEntropyLossFlat(), opt_func=Adam, metrics=[accuracy],
+        path=learn.path, model_dir=".", wd=cfg.wd, moms=(0.8, 0.7, 0.8),
+    )  # fmt: skip
+    if not run.progress:
+        from fastai.callback.progress import ProgressCallback
+
+        hl.remove_cb(ProgressCallback)
+    if not run.progress:
+        hl.logger = lambda *a, **k: None
+    hl.fit_one_cycle(n_epoch, lr)
+    copy_opt_state(hl.opt, learn.opt, list(head.layers.parameters()))
+
+
+def evaluate_ids(model, ids, y, names, run: Run, cfg: TrainConfig) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of `model` on id tensors."""
+    from .evaluate import metrics_from_predictions, predict_ids
+
+    pred = predict_ids(model, ids, run.bs, cfg.bptt, run.dtype, run.device)
+    return metrics_from_predictions(y, pred, names)
+
+
+# ---------------------------------------------------------------- from the vault, for the CLI
+
+GFLOPS_PER_THREAD_FP32 = 130e9  # sustained AVX-512 FMA on this class of CPU (plain fastai ~70 %)
+
+
+def estimate_seconds(cfg: ModelConfig, tokens: float, lm: bool, dtype: str, threads: int) -> float:
+    """Rough wall time for `tokens` training tokens: 6 FLOPs per weight per token (fwd+bwd)."""
+    macs = cfg.n_params(with_decoder=False) - cfg.vocab_size * cfg.emb_sz
+    if lm:
+        macs += cfg.vocab_size * cfg.emb_sz  # the tied decoder is a real matmul
+    speed = GFLOPS_PER_THREAD_FP32 * max(threads, 1) * (1.4 if dtype == "bf16" else 1.0)
+    return 6.0 * macs * tokens / speed
+
+
+def train_from_vault(
+    data_name: str | None, base_name: str | None, out_name: str, cfg: TrainConfig | None = None,
+    resume: bool = False, *, lm_data: Sequence[str] = (), profile: Any = None,
+    progress: bool = True, echo: Callable[[str], None] = print,
+) -> TrainedModel:
+    """Train `out_name` on vault dataset `data_name` (LM fine-tuning + classifier) and store it."""
+    import torch
+
+    from . import fastcpu
+    from .checkpoint import (
+        Checkpoint,
+        Position,
+        load_checkpoint,
+        remove_checkpoint,
+        save_checkpoint,
+    )
+    from .data import open_dataset
+    from .models import check_name, model_path, save_model
+
+    check_name(out_name)
+    ck = None
+    if resume:
+        ck = load_checkpoint(out_name)
+        cfg = from_dict(TrainConfig, ck.train_config, f"checkpoint {out_name}: train_config")
+        data_name, base_name, lm_data = ck.data, ck.base, ck.lm_data
+        p = ck.position
+        echo(f"resuming {out_name}: {p.phase} stage {p.stage + 1}, epoch {p.epoch + 1}, "
+             f"batch {p.batch}")
+    elif model_path(out_name).exists():
+        from .errors import StoreError
+
+        raise StoreError(f"model {out_name!r} already exists", "choose another --out name, or "
+                         f"remove it with `edge-tl models rm {out_name}`")
+    cfg = cfg or TrainConfig()
+    if data_name is None:
+        raise ConfigError("no dataset given", "pass --data NAME")
+    ds = open_dataset(data_name)
+    if ck is not None and ck.dataset_fingerprint != ds.fingerprint:
+        raise ModelError(f"dataset {data_name!r} changed since the run started",
+                         "start over without --resume (the checkpoint is for other data)")
+    texts, labels = ds.labelled()
+    names = check_labels(ds.labels, cfg.valid_pct)
+    lm_texts = list(ds.texts)
+    for extra in lm_data:
+        lm_texts += open_dataset(extra).texts
+    base, shape = None, cfg.arch
+    want_lm = not cfg.scratch or cfg.scratch_lm
+    if not cfg.scratch:
+        from .bases import load_base
+
+        base = load_base(base_name or "default")
+        base_name, shape = base.name, base.model_cfg
+    elif shape is None:
+        from .bases import base_info
+
+        shape = base_info(base_name or "default").model_cfg
+        cfg = dataclasses.replace(cfg, arch=shape)
+    if shape is None:
+        raise ConfigError("no model shape for --scratch", "set `arch` in the train config")
+    hw, prof, run = _runtime(cfg, profile, shape, progress)
+    run.log = echo
+    run.resume = ck
+    fp = ds.fingerprint
+
+    def save(phase, stage, epoch, batch, learn, rng_start, rng_now) -> None:
+        save_checkpoint(Checkpoint(
+            name=out_name, data=data_name, base=base_name, lm_data=list(lm_data),
+            dataset_fingerprint=fp, train_config=config_dict(cfg),
+            position=Position(phase, stage, epoch, batch), vocab=list(learn._vocab),
+            labels=names, model_state=learn.model.state_dict(),
+            opt_state=learn.opt.state_dict() if learn.opt is not None else None,
+            rng_epoch_start=rng_start or {}, rng_now=rng_now or {}, extra=run.extra,
+        ))  # fmt: skip
+
+    run.save = save
+    echo(f"tokenizing {len(lm_texts) if want_lm else len(texts)} texts in memory ...")
+    docs_all = fastcpu.tokenize(lm_texts if want_lm else texts, cfg.workers)
+    n_lab = len(texts)
+    lab_docs = docs_all[:n_lab] if want_lm else docs_all  # ds.texts lists labelled rows in order
+    if want_lm and [t for t, lab in zip(ds.texts, ds.labels, strict=True) if lab is not None] \
+            != texts:  # fmt: skip
+        lab_docs = fastcpu.tokenize(texts, cfg.workers)
+    lm_tokens = sum(len(d) for d in docs_all) * (cfg.lm_frozen_epochs + cfg.lm_epochs)
+    clas_tokens = sum(len(d) for d in lab_docs) * (1 - cfg.valid_pct) * sum(cfg.stages[1:])
+    threads = torch.get_num_threads()
+    est = (estimate_seconds(shape, lm_tokens, True, run.dtype, threads) if want_lm else 0.0) \
+        + estimate_seconds(shape, clas_tokens, False, run.dtype, threads)  # fmt: skip
+    echo(f"plan: profile {getattr(prof, 'name', '-')}, device {run.device}, dtype {run.dtype}, "
+         f"{threads} threads; LM batch {run.lm_bs} x bptt {cfg.bptt}, classifier batch "
+         f"{run.bs} (max {cfg.max_len} tokens); {n_lab} labelled rows, {len(names)} labels; "
+         f"~{lm_tokens if want_lm else 0:,} LM + ~{int(clas_tokens):,} classifier tokens; "
+         f"estimated time ~{est / 60:.1f} min")
+    lm = None
+    if ck is not None and ck.position.phase == "clas":
+        lm = LMResult(vocab=list(ck.vocab), model_cfg=dataclasses.replace(
+            shape, vocab_size=len(ck.vocab)), encoder_state={}, base=base_name,
+            base_sha256=ck.extra.get("base_sha256"))  # fmt: skip
+        lm.metrics = {k: v for k, v in ck.extra.items() if k.startswith("lm_")}
+    elif want_lm:
+        echo("language-model fine-tuning" if base else "language-model training (scratch)")
+        lm = finetune_lm(lm_texts, base, cfg, run=run, docs=docs_all,
+                         vocab=list(ck.vocab) if ck is not None else None)
+        run.extra.update(lm.metrics, lm_tokens_per_s=lm.tokens_per_s, lm_seconds=lm.seconds,
+                         base_sha256=lm.base_sha256)  # fmt: skip
+        run.resume = None
+        ppl = lm.metrics["lm_perplexity"]
+        echo(f"LM done: {lm.tokens_per_s:,.0f} tokens/s, perplexity {ppl:.1f}")
+    echo("classifier: stages " + ", ".join(str(e) for e in cfg.stages) + " epochs")
+    m = train_classifier(texts, labels, lm, cfg, label_names=names, run=run, name=out_name,
+                         docs=lab_docs, scratch=cfg.scratch)  # fmt: skip
+    m.metrics.update({k: v for k, v in run.extra.items() if k.startswith("lm_")})
+    m.base = None if cfg.scratch else base_name
+    m.base_sha256 = None if cfg.scratch else (run.extra.get("base_sha256") or m.base_sha256)
+    m.dataset_fingerprint = ds.fingerprint
+    save_model(m)
+    remove_checkpoint(out_name)
+    return m
+
+
+def _runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool):
+    """Hardware, profile and a Run with device, dtype, threads and planned batch sizes."""
+    import torch
+
+    hw = prof = None
+    device, threads, lm_bs, bs = "cpu", 0, 64, 64
+    try:
+        from .device import choose_runtime, detect
+        from .planner import plan
+        from .profiles import auto_select, load_profile
+
+        hw = detect()
+        prof = load_profile(profile) if isinstance(profile, str) else profile or auto_select(hw)
+        rt = choose_runtime(hw, prof)
+        device, threads = rt.device, rt.threads
+        lm_bs = plan(hw, prof, shape, "lm_train").batch_size
+        bs = plan(hw, prof, shape, "clas_train").batch_size
+    except ImportError:
+        pass  # foundation modules absent: CPU, fastai's batch size
+    threads = cfg.threads or threads
+    if threads:
+        torch.set_num_threads(threads)
+    run = Run(device=device, dtype=pick_dtype(cfg, device), progress=progress,
+              bs=cfg.bs or min(bs, 64), lm_bs=cfg.lm_bs or min(lm_bs, 64))  # fmt: skip
+    return hw, prof, run
+
+
+__all__ = [
+    "train_from_vault",
+    "TrainConfig",
+    "LMResult",
+    "Run",
+    "resolve_config",
+    "finetune_lm",
+    "train_classifier",
+    "check_labels",
+    "stratified_split",
+]
