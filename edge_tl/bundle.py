@@ -665,7 +665,8 @@ def _stream_weights(f: BinaryIO, lay: _Layout) -> None:
     remaining -= len(first)
     if len(first) == 8:
         header_len = struct.unpack("<Q", first)[0]
-    np_dtype = {"fp16": "<f2", "fp32": "<f4"}[lay.manifest["weights"]["dtype"]]
+    wmeta_dtype = lay.manifest["weights"]["dtype"]
+    np_dtype = {"fp16": "<f2", "fp32": "<f4"}[wmeta_dtype]
     finite = True
     if header_len is not None and header_len <= min(remaining, 16 << 20):
         hdr = f.read(header_len)
@@ -680,7 +681,7 @@ def _stream_weights(f: BinaryIO, lay: _Layout) -> None:
             break
         h.update(chunk)
         remaining -= len(chunk)
-        if problem is None and finite and len(chunk) % 4 == 0:
+        if problem is None and finite and len(chunk) % DTYPES[wmeta_dtype][1] == 0:
             finite = bool(np.isfinite(np.frombuffer(chunk, dtype=np_dtype)).all())
     if h.hexdigest() != m["sha256"]:
         raise _fail(lay.label, _hash_msg("weights.safetensors"))

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import DataError, StoreError
 from .fsutil import atomic_write, remove_stale_parts
 from .home import subdir
-from .keys import decrypt_on_device, encrypt_for_device
+from .keys import decrypt_on_device, encrypt_for_device, load_identity
 from .sources import MAX_TEXT_CHARS, read_source
 from .vault import RecordWriter, decode_vault, valid_name
 
@@ -303,6 +303,9 @@ def import_source(
     """Import a CSV/TSV/JSONL/text-folder source (optionally .gz/.xz/.age) as dataset `name`."""
     t0 = time.perf_counter()
     source = Path(source)
+    # Unlock first even when nothing needs decrypting yet: a wrong passphrase must fail here,
+    # not leave a dataset its owner cannot read back.
+    load_identity()
     with _locked():
         index = _load_index()
         _check_new_name(name, index)
@@ -340,6 +343,7 @@ def save_dataset(
             raise DataError(f"row {i}: empty or non-string text")
         if lab is not None and (not isinstance(lab, str) or not lab.strip() or lab != lab.strip()):
             raise DataError(f"row {i}: label must be a non-empty, unpadded string or None")
+    load_identity()
     with _locked():
         index = _load_index()
         _check_new_name(name, index)

@@ -158,7 +158,8 @@ def random_state(cfg: ModelConfig, tie: bool = True) -> dict[str, torch.Tensor]:
 
 
 def vocab_for(cfg: ModelConfig) -> list[str]:
-    return SPECIAL_TOKENS + [f"w{i}" for i in range(cfg.vocab_size - len(SPECIAL_TOKENS))]
+    # Non-ASCII tokens: vocab.json is UTF-8.
+    return SPECIAL_TOKENS + [f"wé{i}日" for i in range(cfg.vocab_size - len(SPECIAL_TOKENS))]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "fp32"])
@@ -518,6 +519,15 @@ def test_weights_member_is_checked_against_the_config(tmp_path, unsigned):
         verify_bundle(p, allow_unsigned=True)
     with pytest.raises(BundleError, match="weights: 1.decoder.bias holds NaN or infinity"):
         read_bundle(p, allow_unsigned=True)
+    # Infinity as the very last value of any tensor (a short final chunk) is still found.
+    for k in good:
+        t = good[k].clone().flatten()
+        t[-1] = float("inf")
+        p = tmp_path / "inf.etlb"
+        st_bytes = safetensors_bytes({**good, k: t.reshape(good[k].shape)})
+        p.write_bytes(assemble(man, [members[0], ("weights.safetensors", st_bytes)]))
+        with pytest.raises(BundleError, match="weights: tensor data holds NaN or infinity"):
+            verify_bundle(p, allow_unsigned=True)
     # A raw header length that points past the member.
     w = members[1][1]
     p = tmp_path / "hl.etlb"

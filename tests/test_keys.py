@@ -178,3 +178,38 @@ def test_stock_age_uses_the_identity_file(tmp_path):
         check=True,
     )
     assert out.stdout == b"from edge_tl"
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="the `age` CLI is not installed")
+def test_stock_age_unlocks_a_passphrase_protected_identity(tmp_path):
+    """The user is never locked out: age itself prompts for the passphrase and decrypts."""
+    pty = pytest.importorskip("pty")
+    import select
+    import time
+
+    _protected_identity()
+    enc = tmp_path / "m.age"
+    enc.write_bytes(keys.encrypt_for_device(b"hello protected"))
+    out = tmp_path / "m.out"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: age reads the passphrase from its terminal
+        os.execvp("age", ["age", "-d", "-i", str(keys.identity_path()), "-o", str(out), str(enc)])
+    transcript, sent, t0 = b"", False, time.time()
+    while time.time() - t0 < 60:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        transcript += chunk
+        if not sent and b"passphrase" in transcript:
+            os.write(fd, PASS.encode() + b"\n")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    assert sent, transcript
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    assert out.read_bytes() == b"hello protected"

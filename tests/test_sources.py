@@ -268,3 +268,12 @@ def test_csv_written_by_the_csv_module_reads_back(tmp_path, rows):
     p = tmp_path / "rt.csv"
     p.write_bytes(_csv_bytes(rows))
     assert _read(p) == rows
+
+
+def test_progress_bar_on_a_compressed_source(tmp_path, capsys):
+    p = tmp_path / "p.csv.gz"
+    p.write_bytes(gzip.compress(_csv_bytes(ROWS * 2000)))
+    assert len(_read(p, progress=True)) == 6000
+    assert "100.00%" in capsys.readouterr().out  # the bar runs to the end
+    assert len(_read(p, progress=False)) == 6000
+    assert capsys.readouterr().out == ""
