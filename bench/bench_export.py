@@ -1,0 +1,244 @@
+"""Export benchmark: fastai eager vs plain PyTorch wrapper vs ORT fp32 vs ORT int8.
+
+    nice .venv/bin/python bench/bench_export.py [--model NAME] [--n-parity 1000] [--n-acc 5000]
+
+Without --model: a WT103-shaped classifier (vocab 60000, emb 400, hidden 1152, 3 layers,
+2 classes) with random weights and a vocabulary built from IMDb train reviews. With --model: a
+trained model from the store (then int8 vs fp32 accuracy is measured on --n-acc test reviews).
+Writes bench/results/export.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+IMDB = ROOT.parent / "shared" / "data" / "imdb"
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def load_reviews(split: str) -> list[tuple[str, str]]:
+    """(text, label) of an IMDb split, shuffled with a fixed seed."""
+    with gzip.open(IMDB / f"{split}.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    random.Random(0).shuffle(rows)
+    return rows
+
+
+def random_wt103_model():
+    """A WT103-shaped classifier with random weights and an IMDb-derived vocabulary."""
+    import torch
+    from bench_tokenize import make_vocab
+
+    from edge_tl.config import ModelConfig
+    from edge_tl.model import build_classifier
+    from edge_tl.models import TrainedModel
+    from edge_tl.tokenize import TextTokenizer
+
+    tok = TextTokenizer()
+    counts = Counter(t for text, _ in load_reviews("train")[:5000] for t in tok(text))
+    vocab = make_vocab(counts, min_freq=2)
+    vocab += [f"xxfake{i}" for i in range(60000 - len(vocab))]  # WT103 size, never hit
+    cfg = ModelConfig(vocab_size=60000)
+    torch.manual_seed(0)
+    clf = build_classifier(cfg, 2)
+    return TrainedModel(name="random-wt103", model_cfg=cfg, vocab=vocab, labels=["neg", "pos"],
+                        state_dict=clf.state_dict(), created="bench")
+
+
+def timeit(fn, n: int, warmup: int = 3) -> dict[str, float]:
+    """p50/p95 wall time of fn() in ms."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1000)
+    ts.sort()
+    return {"p50_ms": round(statistics.median(ts), 2),
+            "p95_ms": round(ts[min(len(ts) - 1, int(0.95 * len(ts)))], 2)}
+
+
+def padded(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded (batch, seq) ids and (batch,) lengths."""
+    ids = np.ones((len(seqs), max(len(s) for s in seqs)), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+    return ids, np.array([len(s) for s in seqs], dtype=np.int64)
+
+
+def main() -> None:
+    """Run every measurement and write the JSON report."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="trained model name in the store")
+    ap.add_argument("--n-parity", type=int, default=1000)
+    ap.add_argument("--n-acc", type=int, default=5000)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "export.json")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    from edge_tl.config import to_dict
+    from edge_tl.export import fastai_classifier, stateless_wrapper, to_onnx_bytes
+    from edge_tl.predict import Classifier
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    if args.model:
+        from edge_tl.models import load_model
+
+        model = load_model(args.model)
+    else:
+        model = random_wt103_model()
+    print(f"model ready in {time.perf_counter() - t0:.0f}s", flush=True)
+    res: dict = {"command": " ".join(["bench/bench_export.py", *sys.argv[1:]]),
+                 "model": model.name, "model_cfg": to_dict(model.model_cfg),
+                 "threads": args.threads, "machine": platform.processor() or platform.machine()}
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge_tl_bench"))
+    paths = {}
+    for q in (None, "int8"):
+        t0 = time.perf_counter()
+        data = to_onnx_bytes(model, quantize=q)
+        p = tmp / f"model_{q or 'fp32'}.onnx"
+        p.write_bytes(data)
+        paths[q or "fp32"] = p
+        res[f"export_s_{q or 'fp32'}"] = round(time.perf_counter() - t0, 1)
+    res["file_mb"] = {k: round(p.stat().st_size / 1e6, 1) for k, p in paths.items()}
+    print("sizes", res["file_mb"], flush=True)
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    sess = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+            for k, p in paths.items()}
+    clf = Classifier(paths["fp32"], threads=args.threads)
+    fa = fastai_classifier(model)
+    wrapper = stateless_wrapper(model)
+
+    test = load_reviews("test")
+    enc = [(clf.encode([t])[0], lab) for t, lab in test[: max(args.n_parity, 2000)]]
+    review256 = min(enc, key=lambda e: abs(len(e[0]) - 256))[0][:256]
+    res["latency_review_tokens"] = len(review256)
+
+    def fa_one(seq):
+        fa.reset()
+        return torch.softmax(fa(torch.tensor([seq]))[0], -1)
+
+    x1, l1 = padded([review256])
+    lat = {}
+    with torch.no_grad():
+        lat["fastai_eager"] = timeit(lambda: fa_one(review256), args.reps)
+        lat["torch_wrapper"] = timeit(lambda: wrapper(torch.from_numpy(x1), torch.from_numpy(l1)),
+                                      args.reps)
+    for k, s in sess.items():
+        lat[f"ort_{k}"] = timeit(lambda s=s: s.run(None, {"input_ids": x1, "lengths": l1}),
+                                 args.reps)
+    res["latency_batch1"] = lat
+    print("latency", lat, flush=True)
+
+    # Throughput at batch 32 on 320 reviews in length-sorted batches (as predict does).
+    seqs = sorted((e[0] for e in enc[:320]), key=len)
+    batches = [padded(seqs[i : i + 32]) for i in range(0, len(seqs), 32)]
+    thr = {}
+
+    def rate(fn) -> float:
+        t0 = time.perf_counter()
+        for ids, lens in batches:
+            fn(ids, lens)
+        return round(len(seqs) / (time.perf_counter() - t0), 1)
+
+    with torch.no_grad():
+        # fastai's own batches are sorted longest-first; its padding choice does not matter here.
+        thr["fastai_eager"] = rate(lambda i, ln: (fa.reset(), fa(torch.from_numpy(i[::-1].copy()))))
+        thr["torch_wrapper"] = rate(
+            lambda i, ln: wrapper(torch.from_numpy(i), torch.from_numpy(ln)))
+    for k, s in sess.items():
+        thr[f"ort_{k}"] = rate(lambda i, ln, s=s: s.run(None, {"input_ids": i, "lengths": ln}))
+    res["throughput_batch32_reviews_per_s"] = thr
+    print("throughput", thr, flush=True)
+
+    # Cold start: process start to first answer, through the real console script.
+    exe = Path(sys.executable).with_name("edge-tl")
+    cold = {}
+    for k, p in paths.items():
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            subprocess.run([str(exe), "predict", str(p), "A great film, I loved it."],
+                           check=True, capture_output=True)
+            ts.append(time.perf_counter() - t0)
+        cold[k] = round(statistics.median(ts), 3)
+    res["cold_start_s"] = cold
+    print("cold start", cold, flush=True)
+
+    # Parity: ORT fp32 in padded batches of several sizes vs fastai one text at a time.
+    par_seqs = [e[0] for e in enc[: args.n_parity]]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ref = np.stack([fa_one(s).numpy() for s in par_seqs])
+    res["fastai_one_at_a_time_s"] = round(time.perf_counter() - t0, 1)
+    parity = {}
+    rng = random.Random(1)
+    for bs in (1, 8, 32):
+        order = list(range(len(par_seqs)))
+        rng.shuffle(order)  # mixed lengths in a batch: the hard case for padding
+        got = np.zeros_like(ref)
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            ids, lens = padded([par_seqs[j] for j in idx])
+            got[idx] = sess["fp32"].run(None, {"input_ids": ids, "lengths": lens})[0]
+        parity[f"batch{bs}_max_abs"] = float(np.abs(got - ref).max())
+    clf_int8 = Classifier(paths["int8"], threads=args.threads)
+    p8 = clf_int8.proba_ids(par_seqs)
+    parity["int8_vs_fastai_max_abs"] = float(np.abs(p8 - ref).max())
+    parity["int8_label_agreement"] = float((p8.argmax(1) == ref.argmax(1)).mean())
+    res["parity_n"] = len(par_seqs)
+    res["parity"] = parity
+    print("parity", parity, flush=True)
+
+    if args.model:
+        acc_rows = enc if args.n_acc <= len(enc) else [
+            (clf.encode([t])[0], lab) for t, lab in test[: args.n_acc]]
+        acc_rows = acc_rows[: args.n_acc]
+        ids = [e[0] for e in acc_rows]
+        gold = np.array([model.labels.index(e[1]) for e in acc_rows])
+        res["accuracy"] = {
+            "n": len(ids),
+            "fp32": float((clf.proba_ids(ids).argmax(1) == gold).mean()),
+            "int8": float((clf_int8.proba_ids(ids).argmax(1) == gold).mean()),
+        }
+        print("accuracy", res["accuracy"], flush=True)
+
+    base = lat["fastai_eager"]["p50_ms"]
+    res["speedup_vs_fastai_batch1"] = {k: round(base / v["p50_ms"], 2) for k, v in lat.items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+
+    print(f"\n{'engine':<15}{'p50 ms':>9}{'p95 ms':>9}{'speedup':>9}{'rev/s@32':>10}{'MB':>8}")
+    for k in lat:
+        mb = res["file_mb"].get(k.removeprefix("ort_"), "")
+        print(f"{k:<15}{lat[k]['p50_ms']:>9}{lat[k]['p95_ms']:>9}"
+              f"{res['speedup_vs_fastai_batch1'][k]:>9}{thr[k]:>10}{mb:>8}")
+    print(f"cold start (edge-tl predict): {cold}")
+
+
+if __name__ == "__main__":
+    main()
