@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,12 +73,14 @@ def assert_lm_matches(state: dict, src: dict, cfg: ModelConfig) -> None:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory) -> tuple[Path, dict]:
+def full(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
     """A synthetic full-size WT103 download (random weights, real keys/shapes/vocab) packed once."""
     src = tmp_path_factory.mktemp("wt103-fwd")
     sd = fastai_dir(src, WT103)
-    out = pack_from_fastai(src, name="wt103", out=src.parent / "wt103.etlb")
-    return out, sd
+    out = pack_from_fastai(src, name="wt103", out=src / "wt103.etlb")
+    (src / "lstm_fwd.pth").unlink()  # 222 MB; pytest keeps old temp folders around
+    yield out, sd
+    shutil.rmtree(src, ignore_errors=True)
 
 
 def test_full_size_pack_import_load_every_tensor(full):
@@ -161,6 +165,7 @@ def test_stock_fastai_learners_load_an_unpacked_bundle(full, tmp_path):
     for k in lm_state_keys(WT103):
         if k.startswith("0.rnns."):
             assert torch.equal(got[k[2:]], src[k].half().float()), k
+    wgts.unlink()
 
 
 # ---------------------------------------------------------------- layout variants
