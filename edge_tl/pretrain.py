@@ -1,0 +1,365 @@
+"""Pretrain an AWD-LSTM base language model on plain-text corpora, resumably, on CPU or CUDA."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import lzma
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, from_dict, to_dict
+from .errors import ConfigError, DataError
+from .fsutil import atomic_writer
+
+# Named sizes. "small" is the shipped default: chosen so a 2-core CPU fine-tunes it in minutes.
+SIZES: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=2000, emb_sz=32, n_hid=64, n_layers=2),
+    "small": ModelConfig(vocab_size=12000, emb_sz=200, n_hid=512, n_layers=3),
+    "medium": ModelConfig(vocab_size=30000, emb_sz=300, n_hid=800, n_layers=3),
+    "wt103": ModelConfig(vocab_size=60000, emb_sz=400, n_hid=1152, n_layers=3),
+}
+
+TOKENIZER_SPEC = {
+    "tokenizer": "fastai.text.core.SpacyTokenizer",
+    "lang": "en",
+    "rules": [
+        "fix_html",
+        "replace_rep",
+        "replace_wrep",
+        "spec_add_spaces",
+        "rm_useless_spaces",
+        "replace_all_caps",
+        "replace_maj",
+        "lowercase",
+    ],
+    "bos": "xxbos",
+}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run depends on; stored in every checkpoint."""
+
+    size: str = "small"
+    max_tokens: int = 8_000_000  # training tokens to see (sets the LR schedule length)
+    max_corpus_words: int = 6_000_000  # words read from the corpus before tokenizing
+    valid_tokens: int = 200_000
+    batch_size: int = 128
+    bptt: int = 70
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    clip: float = 0.25
+    drop_mult: float = 0.1
+    min_freq: int = 3
+    bf16: bool = True
+    threads: int = 0
+    checkpoint_minutes: float = 10.0
+    time_budget_minutes: float = 0.0  # > 0: the schedule ends at this much training time
+    seed: int = 42
+
+
+@dataclass
+class PretrainResult:
+    """Outcome of a finished run: the weights, the vocab and how they were made."""
+
+    model_cfg: ModelConfig
+    vocab: list[str]
+    state_dict: dict[str, Any]
+    stats: dict[str, Any]
+
+
+# ---------------------------------------------------------------- corpus reading
+
+
+def _unwrap(paragraph: str) -> str:
+    # Gutenberg books are hard-wrapped at ~70 columns; a paragraph is one text.
+    return re.sub(r"\s*\n\s*", " ", paragraph).strip()
+
+
+def _paragraphs(text: str) -> Iterator[str]:
+    for p in re.split(r"\n\s*\n", text):
+        p = _unwrap(p)
+        if p:
+            yield p
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    name = path.name.lower()
+    if name.endswith(".xz"):
+        return lzma.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+
+
+def read_corpus(paths: list[Path]) -> Iterator[str]:
+    """Yield paragraphs from txt, jsonl(.xz/.gz) (key `text`) and csv(.gz) (column `text`) files."""
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"corpus file {path} does not exist", "check the --corpus paths")
+        stem = re.sub(r"\.(xz|gz)$", "", path.name.lower())
+        try:
+            with _open_text(path) as f:
+                if stem.endswith(".jsonl"):
+                    for n, line in enumerate(f, 1):
+                        if line.strip():
+                            rec = json.loads(line)
+                            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                                raise DataError(f"{path}:{n}: expected a JSON object with 'text'")
+                            yield from _paragraphs(rec["text"])
+                elif stem.endswith((".csv", ".tsv")):
+                    delim = "\t" if stem.endswith(".tsv") else ","
+                    reader = csv.DictReader(f, delimiter=delim)
+                    if not reader.fieldnames or "text" not in reader.fieldnames:
+                        raise DataError(f"{path}: no 'text' column", "name the column 'text'")
+                    for row in reader:
+                        if row["text"]:
+                            yield _unwrap(row["text"])
+                else:
+                    yield from _paragraphs(f.read())
+        except (UnicodeDecodeError, json.JSONDecodeError, lzma.LZMAError, OSError) as e:
+            raise DataError(f"cannot read corpus file {path}: {e}") from e
+
+
+def take_words(paragraphs: Iterator[str], max_words: int) -> list[str]:
+    """Collect paragraphs until about `max_words` whitespace-separated words."""
+    out, n = [], 0
+    for p in paragraphs:
+        out.append(p)
+        n += p.count(" ") + 1
+        if n >= max_words:
+            break
+    return out
+
+
+# ---------------------------------------------------------------- tokenizing
+
+
+def tokenize(texts: list[str], n_workers: int = 1) -> list[list[str]]:
+    """fastai's default rules + spacy's English tokenizer, in memory (never cached on disk)."""
+    from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults, parallel_tokenize
+
+    if n_workers <= 1 or len(texts) < 5000:  # a process pool costs more than it saves
+        tok = TokenizeWithRules(SpacyTokenizer("en"), rules=defaults.text_proc_rules)
+        return [list(t) for t in tok(texts)]
+    out = parallel_tokenize(texts, SpacyTokenizer("en"), rules=defaults.text_proc_rules,
+                            n_workers=n_workers)
+    return [list(t) for _, t in sorted(out, key=lambda x: x[0])]
+
+
+def build_vocab(token_lists: list[list[str]], max_vocab: int, min_freq: int) -> list[str]:
+    """fastai's make_vocab (special tokens first, size a multiple of 8)."""
+    from fastai.text.data import make_vocab
+
+    counts = Counter(t for toks in token_lists for t in toks)
+    return list(make_vocab(counts, min_freq=min_freq, max_vocab=max_vocab))
+
+
+def numericalize(token_lists: list[list[str]], vocab: list[str]):
+    """One int32 stream of token ids (unknown -> xxunk = 0)."""
+    import numpy as np
+
+    stoi = {t: i for i, t in enumerate(vocab)}
+    ids = [stoi.get(t, 0) for toks in token_lists for t in toks]
+    return np.asarray(ids, dtype=np.int32)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _batches(stream, bs: int, bptt: int, start_step: int = 0):
+    """fastai LMDataLoader layout: bs parallel contiguous streams, bptt-long windows."""
+    import torch
+
+    n = (len(stream) - 1) // bs
+    data = torch.from_numpy(stream[: n * bs + 1].astype("int64"))
+    x_all = data[: n * bs].view(bs, n)  # (bs, n)
+    y_all = data[1 : n * bs + 1].view(bs, n)
+    n_steps = n // bptt
+    for i in range(start_step, n_steps):
+        yield i, x_all[:, i * bptt : (i + 1) * bptt], y_all[:, i * bptt : (i + 1) * bptt]
+
+
+def evaluate_perplexity(model, stream, bs: int = 32, bptt: int = 70, bf16: bool = False) -> float:
+    """Held-out perplexity of a fastai LM on a token-id stream."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    model.reset()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for _, x, y in _batches(stream, bs, bptt):
+            logits = model(x)[0].float()  # (bs, bptt, vocab)
+            total += F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="sum").item()
+            count += y.numel()
+    model.train()
+    if count == 0:
+        raise DataError("the validation corpus is too small to measure perplexity")
+    return math.exp(total / count)
+
+
+def _save_ckpt(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_writer(path, 0o600) as f:
+        f.write(buf.getvalue())
+
+
+def _lr_at(progress: float, peak: float) -> float:
+    # Slanted triangular over progress in [0, 1]: 5 % linear warm-up, then linear decay to 1 %.
+    warm = 0.05
+    if progress < warm:
+        return peak * max(progress, 1e-3) / warm
+    frac = min(1.0, (progress - warm) / (1 - warm))
+    return peak * (1 - frac * (1 - 1 / 100))
+
+
+def prepare(corpus: list[Path], valid: list[Path], cfg: PretrainConfig, workdir: Path,
+            log: Callable[[str], None] = print) -> tuple[Any, Any, list[str]]:
+    """Tokenize and numericalize the corpus once; cached (public text only) in `workdir`."""
+    import numpy as np
+
+    cache = workdir / "tokens.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        vocab = json.loads((workdir / "vocab.json").read_text())
+        return z["train"], z["valid"], vocab
+    t0 = time.time()
+    texts = take_words(read_corpus(corpus), cfg.max_corpus_words)
+    log(f"read {len(texts):,} paragraphs; tokenizing ...")
+    toks = tokenize(texts, n_workers=2)
+    max_vocab = SIZES[cfg.size].vocab_size
+    vocab = build_vocab(toks, max_vocab=max_vocab, min_freq=cfg.min_freq)
+    vocab = vocab[:max_vocab]
+    train = numericalize(toks, vocab)
+    vtexts = take_words(read_corpus(valid), int(cfg.valid_tokens * 0.9)) if valid else []
+    vstream = numericalize(tokenize(vtexts), vocab) if vtexts else train[-cfg.valid_tokens:]
+    if not valid:
+        train = train[: -cfg.valid_tokens]
+    log(f"tokenized in {time.time() - t0:.0f}s: {len(train):,} train and {len(vstream):,} "
+        f"valid tokens, vocab {len(vocab):,}")
+    with atomic_writer(cache) as f:
+        np.savez(f, train=train, valid=vstream)
+    (workdir / "vocab.json").write_text(json.dumps(vocab))
+    return train, vstream, vocab
+
+
+def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
+             valid: list[Path] | None = None, max_minutes: float | None = None,
+             log: Callable[[str], None] = print) -> PretrainResult | None:
+    """Train (or resume) a base LM in `workdir`; returns None if stopped by `max_minutes`."""
+    import torch
+    import torch.nn.functional as F
+
+    from .model import build_lm
+
+    if cfg.size not in SIZES:
+        raise ConfigError(f"unknown size {cfg.size!r}", f"choose one of {', '.join(SIZES)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "config.json"
+    if cfg_path.exists():
+        saved = from_dict(PretrainConfig, json.loads(cfg_path.read_text()), str(cfg_path))
+        if saved != cfg:
+            log(f"resuming with the configuration stored in {cfg_path}")
+            cfg = saved
+    else:
+        cfg_path.write_text(json.dumps(to_dict(cfg), indent=1))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train, vstream, vocab = prepare(corpus, valid or [], cfg, workdir, log)
+    model_cfg = replace(SIZES[cfg.size], vocab_size=len(vocab))
+    torch.manual_seed(cfg.seed)
+    model = build_lm(model_cfg, drop_mult=cfg.drop_mult)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
+    tokens_per_step = cfg.batch_size * cfg.bptt
+    total_steps = max(1, cfg.max_tokens // tokens_per_step)
+    steps_per_epoch = (len(train) - 1) // cfg.batch_size // cfg.bptt
+    ckpt_path = workdir / "checkpoint.pt"
+    step, elapsed, history = 0, 0.0, []
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed, history = ck["step"], ck["elapsed"], json.loads(ck["history"])
+        torch.set_rng_state(ck["rng"])
+        log(f"resumed at step {step:,}/{total_steps:,} ({elapsed / 60:.1f} min trained)")
+    start, last_ckpt, win_t, win_tok = time.time(), time.time(), time.time(), 0
+    model.train()
+
+    def checkpoint() -> None:
+        _save_ckpt(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
+                               "step": step, "elapsed": elapsed + time.time() - start,
+                               "history": json.dumps(history), "rng": torch.get_rng_state()})
+
+    def progress() -> float:
+        p = step / total_steps
+        if cfg.time_budget_minutes > 0:
+            p = max(p, (elapsed + time.time() - start) / 60 / cfg.time_budget_minutes)
+        return p
+
+    while progress() < 1:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        model.reset()
+        for _, x, y in _batches(train, cfg.batch_size, cfg.bptt, start_step=in_epoch):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(progress(), cfg.lr)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(x)[0]  # (bs, bptt, vocab)
+                loss = F.cross_entropy(logits.float().view(-1, len(vocab)), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            win_tok += x.numel()
+            if step % 50 == 0:
+                rate = win_tok / (time.time() - win_t)
+                history.append({"step": step, "loss": round(loss.item(), 4),
+                                "tok_s": round(rate), "epoch": epoch})
+                log(f"step {step:,} ({progress():.0%}) epoch {epoch} loss {loss.item():.3f} "
+                    f"{rate:,.0f} tok/s")
+                win_t, win_tok = time.time(), 0
+            now = time.time()
+            if now - last_ckpt > cfg.checkpoint_minutes * 60:
+                checkpoint()
+                last_ckpt = now
+            if max_minutes is not None and now - start > max_minutes * 60:
+                checkpoint()
+                log(f"stopped after {max_minutes} min at step {step:,}; rerun to resume")
+                return None
+            if progress() >= 1:
+                break
+    checkpoint()
+    eval_bs = max(1, min(32, (len(vstream) - 1) // (cfg.bptt * 4)))
+    ppl = evaluate_perplexity(model, vstream, bs=eval_bs, bptt=cfg.bptt, bf16=False)
+    train_minutes = (elapsed + time.time() - start) / 60
+    log(f"done: {step:,} steps, {step * tokens_per_step:,} tokens, "
+        f"{train_minutes:.1f} min, held-out perplexity {ppl:.1f}")
+    stats = {
+        "steps": step,
+        "tokens_seen": step * tokens_per_step,
+        "train_tokens_available": int(len(train)),
+        "valid_tokens": int(len(vstream)),
+        "valid_perplexity": round(ppl, 2),
+        "train_minutes": round(train_minutes, 1),
+        "config": to_dict(cfg),
+        "history": history[-20:],
+    }
+    (workdir / "stats.json").write_text(json.dumps(stats, indent=1))
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return PretrainResult(model_cfg=model_cfg, vocab=vocab, state_dict=sd, stats=stats)
