@@ -164,29 +164,35 @@ def _save_index(index: dict[str, DatasetInfo]) -> None:
     atomic_write(_index_path(), encrypt_for_device(pt))
 
 
-def _rebuild_from_files() -> dict[str, DatasetInfo]:
-    index: dict[str, DatasetInfo] = {}
+def _rebuild_from_files(index: dict[str, DatasetInfo] | None = None) -> dict[str, DatasetInfo]:
+    """Add every vault file that no entry names (and whose name is free) to a copy of `index`."""
+    index = dict(index or {})
+    known = {i.id for i in index.values()}
     for p in sorted(_vault_dir().iterdir()):
-        if not _VAULT_FILE.fullmatch(p.name):
+        if not _VAULT_FILE.fullmatch(p.name) or p.stem in known:
             continue
         what = f"vault file {p.name}"
         h, _, labels = decode_vault(decrypt_on_device(p.read_bytes(), what), what)
-        if h.id != p.name[:-4] or h.name in index:
-            continue  # a copy of another file; skip rather than guess
+        if h.id != p.stem or h.name in index:
+            continue  # a copy of another file, or a name now taken: leave it, never guess
         index[h.name] = _info(h.name, h, labels, p.stat().st_size)
     return index
 
 
 def rebuild_index() -> int:
-    """Rebuild the encrypted index from the vault files (after losing it); return the count."""
+    """Add vault files missing from the index (lost index, restored backup); return the count."""
     with _locked():
-        index = _rebuild_from_files()
+        try:
+            index = _load_index()
+        except StoreError:
+            index = {}  # damaged: start again from the files
+        index = _rebuild_from_files(index)
         _save_index(index)
     return len(index)
 
 
 def _info(name: str, h: Any, labels: Iterable[str | None], file_bytes: int) -> DatasetInfo:
-    counts = dict.fromkeys(h.labels, 0)
+    counts = dict.fromkeys(h.labels, 0)  # sorted, as in the header
     unl = 0
     for lab in labels:
         if lab is None:
@@ -222,14 +228,9 @@ def _check_new_name(name: str, index: dict[str, DatasetInfo]) -> None:
 
 
 def _drop_orphans(index: dict[str, DatasetInfo]) -> None:
-    """Delete temp files of killed writers and vault files no index entry points to."""
-    folder = _vault_dir()
-    remove_stale_parts(folder)
-    known = {i.id + ".age" for i in index.values()}
-    for p in folder.iterdir():
-        if _VAULT_FILE.fullmatch(p.name) and p.name not in known:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    """Delete temp files of killed writers. Complete vault files are never deleted here, even
+    when no index entry names them (a restored backup): rebuild_index() adopts those."""
+    remove_stale_parts(_vault_dir())
 
 
 def _store(
@@ -244,6 +245,7 @@ def _store(
         writer.close()
         raise
     counts, unl = writer.label_counts()
+    counts = {lab: counts[lab] for lab in sorted(counts)}
     if writer.rows == 0:
         writer.close()
         raise DataError(f"{source} has no rows", "nothing was imported")

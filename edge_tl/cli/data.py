@@ -152,6 +152,14 @@ def rm(name: str) -> None:
     click.echo(f"Removed dataset {name!r} ({info.rows:,} rows)")
 
 
+@data.command("reindex")
+def reindex() -> None:
+    """Rebuild the encrypted index from the vault files (after losing it or restoring files)."""
+    from ..data import rebuild_index
+
+    click.echo(f"The index lists {rebuild_index():,} datasets")
+
+
 @data.command("split")
 @click.argument("name")
 @click.option("--sizes", required=True, help="Comma-separated subset sizes, e.g. 500,1000,5000.")
