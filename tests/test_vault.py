@@ -354,8 +354,12 @@ def test_canary_never_reaches_the_disk(
     start = time.time() - 1
     runner = CliRunner()
     name = f"ds-{canary}"
+    sealed = src_dir / "reviews.csv.age"  # the same source, age-encrypted for this device
+    sealed.write_bytes(keys.encrypt_for_device(src.read_bytes()))
     for args in (
         ["data", "import", str(src), "--name", name],
+        ["data", "import", str(sealed), "--name", f"sealed-{canary}"],
+        ["data", "head", f"sealed-{canary}"],
         ["data", "list"],
         ["data", "info", name],
         ["data", "head", name, "-n", "3"],
