@@ -108,7 +108,7 @@ def test_passphrase_sources_and_cache(monkeypatch, tmp_path):
         keys.set_passphrase_file(None)
 
 
-def test_env_passphrase_unlocks_for_the_cli(monkeypatch):
+def test_env_passphrase_and_passphrase_file_for_the_cli(monkeypatch, tmp_path):
     _protected_identity()
     # An (empty) encrypted index: listing it needs the identity unlocked.
     index = keys.encrypt_for_device(b'edge_tl-index/1\n{"datasets": {}}\n')
@@ -121,10 +121,13 @@ def test_env_passphrase_unlocks_for_the_cli(monkeypatch):
         "Error: cannot decrypt the device identity: wrong key, or not an edge_tl vault. "
         "check the passphrase ($EDGE_TL_PASSPHRASE, --passphrase-file, or the prompt)"
     )
-    monkeypatch.setenv("EDGE_TL_PASSPHRASE", PASS)
-    result = CliRunner().invoke(cli, ["data", "list"])
+    monkeypatch.delenv("EDGE_TL_PASSPHRASE")
+    pw = tmp_path / "pw"
+    pw.write_text(PASS + "\n")
+    result = CliRunner().invoke(cli, ["data", "--passphrase-file", str(pw), "list"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("No datasets yet.")
+    assert keys.passphrase_file() is None  # the option lasts for one command only
 
 
 def test_cli_init_with_passphrase_file_and_show(tmp_path):

@@ -17,6 +17,8 @@ def _set_passphrase_file(passphrase_file: Path | None) -> None:
         from .. import keys as keys_lib
 
         keys_lib.set_passphrase_file(passphrase_file)
+        # Only for this command (matters when the CLI is invoked in-process, as in tests).
+        click.get_current_context().call_on_close(lambda: keys_lib.set_passphrase_file(None))
 
 
 @click.group()

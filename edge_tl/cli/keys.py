@@ -26,6 +26,7 @@ def keys(passphrase_file: Path | None) -> None:
 
     if passphrase_file is not None:
         keys_lib.set_passphrase_file(passphrase_file)
+        click.get_current_context().call_on_close(lambda: keys_lib.set_passphrase_file(None))
 
 
 @keys.command("init")
