@@ -247,9 +247,10 @@ def prepare(corpus: list[Path], valid: list[Path], cfg: PretrainConfig, workdir:
     vocab = vocab[:max_vocab]
     train = numericalize(toks, vocab)
     vtexts = take_words(read_corpus(valid), int(cfg.valid_tokens * 0.9)) if valid else []
-    vstream = numericalize(tokenize(vtexts), vocab) if vtexts else train[-cfg.valid_tokens:]
-    if not valid:
-        train = train[: -cfg.valid_tokens]
+    n_tail = min(cfg.valid_tokens, len(train) // 10)  # without --valid: hold out the tail
+    vstream = numericalize(tokenize(vtexts), vocab) if vtexts else train[len(train) - n_tail:]
+    if not vtexts:
+        train = train[: len(train) - n_tail]
     log(f"tokenized in {time.time() - t0:.0f}s: {len(train):,} train and {len(vstream):,} "
         f"valid tokens, vocab {len(vocab):,}")
     with atomic_writer(cache) as f:
@@ -289,6 +290,10 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     tokens_per_step = cfg.batch_size * cfg.bptt
     total_steps = max(1, cfg.max_tokens // tokens_per_step)
     steps_per_epoch = (len(train) - 1) // cfg.batch_size // cfg.bptt
+    if steps_per_epoch < 1:
+        raise DataError(
+            f"the corpus has {len(train):,} tokens, fewer than one batch "
+            f"({cfg.batch_size} x {cfg.bptt})", "add more text or use a smaller batch size")
     ckpt_path = workdir / "checkpoint.pt"
     step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
@@ -363,3 +368,46 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     (workdir / "stats.json").write_text(json.dumps(stats, indent=1))
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return PretrainResult(model_cfg=model_cfg, vocab=vocab, state_dict=sd, stats=stats)
+
+
+# ---------------------------------------------------------------- packing
+
+GUTENBERG = {
+    "name": "Project Gutenberg (Lahiri's Gutenberg Dataset subset, edge_tl shared corpus)",
+    "description": "Public-domain English books, mostly 19th/early-20th century; "
+    "hard wraps unwrapped into paragraphs",
+    "license": "Public domain (Project Gutenberg texts; headers and license text removed)",
+}
+
+
+def model_card(name: str, result: PretrainResult, corpus_desc: dict[str, str], command: str,
+               hardware: str) -> str:
+    """A Markdown model card: how the base was made and how good it is."""
+    s = result.stats
+    c = result.model_cfg
+    return f"""# Base model card: {name}
+
+- Architecture: fastai AWD-LSTM, emb {c.emb_sz}, hidden {c.n_hid}, {c.n_layers} layers,
+  vocab {c.vocab_size:,} ({c.n_params():,} parameters, tied decoder)
+- Corpus: {corpus_desc.get('name', '?')}. {corpus_desc.get('description', '')}
+- License: {corpus_desc.get('license', '?')}
+- Tokenizer: fastai default rules + spacy English tokenizer (lowercased, xxmaj/xxup markers)
+- Tokens seen: {s['tokens_seen']:,} ({s['train_tokens_available']:,} distinct training tokens)
+- Training time: {s['train_minutes']} min on {hardware}
+- Held-out perplexity: {s['valid_perplexity']} on {s['valid_tokens']:,} tokens of the corpus's
+  valid shard (books not in training)
+- Command: `{command}`
+- Config: `{json.dumps(s['config'])}`
+"""
+
+
+def pack_result(result: PretrainResult, out: Path, name: str, *, corpus_desc: dict[str, str],
+                card: str | None = None, sign_key: Path | None = None) -> Path:
+    """Write a finished pretraining result as a verified bundle (fp16 weights)."""
+    from .bundle import pack_bundle
+
+    return pack_bundle(out, name=name, model_cfg=result.model_cfg, vocab=result.vocab,
+                       state_dict=result.state_dict, tokenizer=TOKENIZER_SPEC,
+                       corpus=corpus_desc, description=f"AWD-LSTM base pretrained by edge_tl "
+                       f"(perplexity {result.stats['valid_perplexity']})", dtype="fp16",
+                       sign_key=sign_key, card=card)

@@ -75,3 +75,37 @@ def test_tiny_pretrain_interrupt_and_resume(tmp_path):
     assert math.isfinite(result.stats["valid_perplexity"])
     assert result.stats["valid_perplexity"] < uniform
     assert set(result.state_dict) >= {"0.encoder.weight", "1.decoder.weight"}
+
+
+def test_cli_pretrain_packs_and_imports(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_tl.bases import load_base
+    from edge_tl.cli import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(_paragraphs(1500)), encoding="utf-8")
+    args = ["base", "pretrain", "--corpus", str(corpus), "--size", "tiny", "--out", "mini",
+            "--max-tokens", str(128 * 70 * 2)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Base mini: perplexity" in result.output
+    base = load_base("mini")
+    assert base.model_cfg.emb_sz == 32 and base.vocab[:2] == ["xxunk", "xxpad"]
+    listed = CliRunner().invoke(cli, ["base", "list"])
+    assert "mini" in listed.output
+
+
+def test_cli_pretrain_corpus_too_small(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_tl.cli import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Just one short paragraph.", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["base", "pretrain", "--corpus", str(corpus), "--size",
+                                      "tiny", "--out", "x"])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: the corpus has ")
+    assert "fewer than one batch (128 x 70)" in last

@@ -173,6 +173,100 @@ def fetch_cmd(source: str, out: Path, name: str, sign_key: Path | None) -> None:
 # ---- `edge-tl base pretrain` (issue 4, the lead's edge_tl/pretrain.py) is registered here. ----
 
 
+@base.command("pretrain")
+@click.option(
+    "--corpus",
+    "corpus",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Plain-text corpus file (txt, jsonl, jsonl.xz, csv); repeatable.",
+)
+@click.option(
+    "--valid",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Held-out corpus file for perplexity (default: the tail of --corpus).",
+)
+@click.option(
+    "--size",
+    default="small",
+    show_default=True,
+    type=click.Choice(["tiny", "small", "medium", "wt103"]),
+)
+@click.option("--out", "name", required=True, help="Name of the new base in the store.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where checkpoints live (default: $EDGE_TL_HOME/runs/pretrain-NAME); "
+    "rerun the same command to resume.",
+)
+@click.option("--max-tokens", type=int, default=None, help="Training tokens to see.")
+@click.option(
+    "--minutes",
+    type=float,
+    default=None,
+    help="Training-time budget; the learning-rate schedule ends when it is spent.",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also keep the bundle file here (default: inside the workdir).",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key from `base keygen`.",
+)
+def pretrain_cmd(
+    corpus: tuple[Path, ...],
+    valid: tuple[Path, ...],
+    size: str,
+    name: str,
+    workdir: Path | None,
+    max_tokens: int | None,
+    minutes: float | None,
+    bundle: Path | None,
+    sign_key: Path | None,
+) -> None:
+    """Pretrain an AWD-LSTM base on plain text (resumable), then pack and import it."""
+    import sys
+    from dataclasses import replace
+
+    from ..bases import import_base
+    from ..home import subdir
+    from ..pretrain import PretrainConfig, model_card, pack_result, pretrain
+
+    cfg = PretrainConfig(size=size)
+    if max_tokens is not None:
+        cfg = replace(cfg, max_tokens=max_tokens)
+    if minutes is not None:
+        cfg = replace(cfg, time_budget_minutes=minutes)
+    workdir = workdir or subdir("runs") / f"pretrain-{name}"
+    result = pretrain(list(corpus), workdir, cfg, valid=list(valid) or None, log=click.echo)
+    if result is None:
+        return
+    desc = {
+        "name": ", ".join(p.name for p in corpus),
+        "description": "user corpus",
+        "license": "see the corpus",
+    }
+    card = model_card(name, result, desc, "edge-tl " + " ".join(sys.argv[1:]), "this machine")
+    path = pack_result(
+        result,
+        bundle or workdir / f"{name}.etlb",
+        name,
+        corpus_desc=desc,
+        card=card,
+        sign_key=sign_key,
+    )
+    import_base(path, allow_unsigned=True, name=name)
+    click.echo(
+        f"Base {name}: perplexity {result.stats['valid_perplexity']}, bundle {path}, "
+        "imported into the store"
+    )
+
+
 def _signature_text(i) -> str:  # noqa: ANN001 - BaseInfo, imported lazily
     if i.builtin:
         return "pinned builtin"
