@@ -414,3 +414,22 @@ def test_stock_age_cli_decrypts_a_vault_file(device):
         check=True,
     ).stdout
     assert json.loads(index.split(b"\n")[1])["datasets"]["small"]["id"] == path.stem
+
+
+@settings(max_examples=200, deadline=None)
+@given(blob=st.binary(max_size=300), cut=st.integers(0, 400), flip=st.integers(0, 400))
+def test_index_parser_rejects_garbage_cleanly(blob, cut, flip):
+    good = (
+        b'edge_tl-index/1\n{"datasets": {"d": {"id": "' + b"a" * 32 + b'", "rows": 2, "labels": '
+        b'["x", "y"], "label_counts": {"x": 1, "y": 1}, "unlabelled": 0, "fingerprint": "'
+        + b"b" * 64
+        + b'", "records_bytes": 20, "file_bytes": 300, "created": "t", "source": "s"}}}\n'
+    )
+    assert data._parse_index(good)["d"].rows == 2
+    mutated = bytearray(good)
+    mutated[flip % len(good)] ^= 0x20
+    for candidate in (blob, data.INDEX_MAGIC + blob, good[:cut], bytes(mutated)):
+        try:
+            data._parse_index(candidate)
+        except (ValueError, TypeError, KeyError, RecursionError):
+            pass  # exactly what _load_index turns into "the vault index is damaged"
