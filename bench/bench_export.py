@@ -60,18 +60,23 @@ def random_wt103_model():
                         state_dict=clf.state_dict(), created="bench")
 
 
-def timeit(fn, n: int, warmup: int = 3) -> dict[str, float]:
-    """p50/p95 wall time of fn() in ms."""
-    for _ in range(warmup):
-        fn()
-    ts = []
+def timeit(fns: dict, n: int, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """p50/p95 wall time in ms of each fn, run round-robin so machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1000)
-    ts.sort()
-    return {"p50_ms": round(statistics.median(ts), 2),
-            "p95_ms": round(ts[min(len(ts) - 1, int(0.95 * len(ts)))], 2)}
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append((time.perf_counter() - t0) * 1000)
+    out = {}
+    for k, v in ts.items():
+        v.sort()
+        out[k] = {"p50_ms": round(statistics.median(v), 2),
+                  "p95_ms": round(v[min(len(v) - 1, int(0.95 * len(v)))], 2)}
+    return out
 
 
 def padded(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +94,7 @@ def main() -> None:
     ap.add_argument("--n-parity", type=int, default=1000)
     ap.add_argument("--n-acc", type=int, default=5000)
     ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "export.json")
     args = ap.parse_args()
 
@@ -143,14 +148,14 @@ def main() -> None:
         return torch.softmax(fa(torch.tensor([seq]))[0], -1)
 
     x1, l1 = padded([review256])
-    lat = {}
+    fns = {
+        "fastai_eager": lambda: fa_one(review256),
+        "torch_wrapper": lambda: wrapper(torch.from_numpy(x1), torch.from_numpy(l1)),
+        **{f"ort_{k}": (lambda s=s: s.run(None, {"input_ids": x1, "lengths": l1}))
+           for k, s in sess.items()},
+    }
     with torch.no_grad():
-        lat["fastai_eager"] = timeit(lambda: fa_one(review256), args.reps)
-        lat["torch_wrapper"] = timeit(lambda: wrapper(torch.from_numpy(x1), torch.from_numpy(l1)),
-                                      args.reps)
-    for k, s in sess.items():
-        lat[f"ort_{k}"] = timeit(lambda s=s: s.run(None, {"input_ids": x1, "lengths": l1}),
-                                 args.reps)
+        lat = timeit(fns, args.reps)
     res["latency_batch1"] = lat
     print("latency", lat, flush=True)
 

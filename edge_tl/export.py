@@ -257,7 +257,8 @@ def export_onnx(
         from .keys import encrypt_for_device
 
         data = encrypt_for_device(data)
-    atomic_write(out, data, mode=0o600 if encrypt else 0o644)
+    # Private by default: even a plaintext export holds the fine-tuned vocabulary.
+    atomic_write(out, data, mode=0o600)
     return out
 
 
