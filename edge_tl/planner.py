@@ -164,16 +164,23 @@ def max_batch_size(
     coef: Coefficients = CALIBRATED,
 ) -> int:
     """Largest batch whose estimate fits in `budget` bytes (at most `cap`); DeviceError if none."""
-    est = estimate_memory(cfg, seq_len, dtype, mode, 1, coef)
+    least = min_batch(mode)
+    est = estimate_memory(cfg, seq_len, dtype, mode, least, coef)
     if est.total > budget:
+        what = "one sample" if least == 1 else f"{least} samples"
         raise DeviceError(
-            f"the model does not fit: one sample of {mode} needs about {_gib(est.total)} but the "
+            f"the model does not fit: {what} of {mode} needs about {_gib(est.total)} but the "
             f"budget is {_gib(budget)} ({_gib(est.total - budget)} short)",
             "use a device profile with a larger memory budget, a shorter sequence length, "
             "or a smaller base model",
         )
-    n = 1 + (budget - est.total) // max(est.per_sample, 1)
-    return int(min(n, cap) if cap is not None else n)
+    n = least + (budget - est.total) // max(est.per_sample, 1)
+    return int(max(least, min(n, cap)) if cap is not None else n)
+
+
+def min_batch(mode: str) -> int:
+    """Smallest usable batch: the classifier head's BatchNorm needs 2 samples in training."""
+    return 2 if mode == "clas_train" else 1
 
 
 def _gib(n: int) -> str:
@@ -240,14 +247,15 @@ def plan(
             f"{profile.max_model_params / 1e6:.1f}M profile {profile.name!r} is meant to "
             "fine-tune; expect slow steps"
         )
-    one = estimate_memory(cfg, seq_len, rt.dtype, mode, 1, coef)
+    least = min_batch(mode)
+    one = estimate_memory(cfg, seq_len, rt.dtype, mode, least, coef)
     fits = one.total <= budget
     if fits:
         bs = max_batch_size(cfg, seq_len, rt.dtype, mode, budget, profile.max_batch_size, coef)
     else:
-        bs = 1
+        bs = least
         warnings.append(
-            f"the base does not fit: {mode} needs about {_gib(one.total)} at batch size 1 but "
+            f"the base does not fit: {mode} needs about {_gib(one.total)} at batch size {bs} but "
             f"the budget is {_gib(budget)} ({_gib(one.total - budget)} short); use a smaller "
             "base, a shorter sequence length or a profile with a larger memory budget"
         )

@@ -19,6 +19,7 @@ from edge_tl.planner import (
     estimate_memory,
     max_batch_size,
     memory_budget,
+    min_batch,
     n_params,
     plan,
 )
@@ -119,12 +120,20 @@ def test_max_batch_size_is_the_largest_that_fits(cfg, seq, mode, budget, cap):
     try:
         bs = max_batch_size(cfg, seq, "fp32", mode, budget, cap)
     except DeviceError:
-        assert estimate_memory(cfg, seq, "fp32", mode, 1).total > budget
+        assert estimate_memory(cfg, seq, "fp32", mode, min_batch(mode)).total > budget
         return
-    assert 1 <= bs <= cap
+    least = 2 if mode == "clas_train" else 1
+    assert least <= bs <= max(cap, least)
     assert estimate_memory(cfg, seq, "fp32", mode, bs).total <= budget
     if bs < cap:
         assert estimate_memory(cfg, seq, "fp32", mode, bs + 1).total > budget
+
+
+def test_classifier_needs_two_samples():
+    two = estimate_memory(TINY, 72, "fp32", "clas_train", 2).total
+    with pytest.raises(DeviceError, match="^the model does not fit: 2 samples of clas_train"):
+        max_batch_size(TINY, 72, "fp32", "clas_train", two - 1)
+    assert max_batch_size(TINY, 72, "fp32", "clas_train", two, cap=1) == 2
 
 
 def test_max_batch_size_error_says_by_how_much():
@@ -169,8 +178,9 @@ def test_plan_warns_for_a_too_large_base_instead_of_swapping():
 
 def test_plan_that_does_not_fit_is_flagged():
     p = plan(_hw(1.0), load_profile("cpu-small"), ModelConfig(), "clas_train")
-    assert not p.fits and p.batch_size == 1
-    assert any(w.startswith("the base does not fit: clas_train needs about") for w in p.warnings)
+    assert not p.fits and p.batch_size == 2  # BatchNorm in the head needs two samples
+    assert any(w.startswith("the base does not fit: clas_train needs about") and
+               "at batch size 2 but the budget is 0.50 GiB" in w for w in p.warnings)
 
 
 def test_budget_uses_vram_on_a_discrete_gpu_and_ram_on_a_jetson():
