@@ -94,9 +94,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imdb")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--compression", choices=["zlib-blocks", "none"], default="zlib-blocks")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "vault.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    from edge_tl import vault
+
+    vault.DEFAULT_COMPRESSION = args.compression
     load_before = os.getloadavg()
     runs = [run_once(args.data) for _ in range(args.repeat)]
     kdf = kdf_times()
@@ -122,7 +126,9 @@ def main() -> None:
 
     result = {
         "what": "import+encrypt and decrypt+load of all IMDb reviews (train, test, unsup)",
-        "command": f"nice .venv/bin/python bench/bench_vault.py --repeat {args.repeat}",
+        "command": f"nice .venv/bin/python bench/bench_vault.py --repeat {args.repeat} "
+        f"--compression {args.compression}",
+        "compression": args.compression,
         "rows": rows,
         "text_mb": text_mb,
         "vault_mb": vault_mb,
@@ -141,7 +147,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"{rows:,} reviews, {text_mb:.1f} MB of UTF-8 text -> {vault_mb:.1f} MB of vault files")
+    print(
+        f"{rows:,} reviews, {text_mb:.1f} MB of UTF-8 text -> {vault_mb:.1f} MB of vault files "
+        f"(compression {args.compression})"
+    )
     print(
         f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         f"on {os.cpu_count()} CPUs; {args.repeat} runs"
