@@ -297,7 +297,8 @@ def finetune_lm(
         done += n_epoch - (start.position.epoch if start and start.position.stage == k else 0)
         start = None if start is not None and start.position.stage <= k else start
     seconds = time.perf_counter() - t0
-    loss = float(learn.recorder.values[-1][1]) if learn.recorder.values else float("nan")
+    vals = learn.recorder.__dict__.get("values")  # absent when no epoch ran
+    loss = float(vals[-1][1]) if vals else float("nan")
     encoder = {k[2:]: v.detach().clone() for k, v in model.state_dict().items()
                if k.startswith("0.")}  # fmt: skip
     return LMResult(
