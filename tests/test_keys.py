@@ -216,3 +216,17 @@ def test_stock_age_unlocks_a_passphrase_protected_identity(tmp_path):
     assert sent, transcript
     assert os.waitstatus_to_exitcode(status) == 0, transcript
     assert out.read_bytes() == b"hello protected"
+
+
+def test_wrong_passphrase_import_writes_nothing(monkeypatch, tmp_path):
+    _protected_identity()
+    src = tmp_path / "d.csv"
+    src.write_text("text,label\nfine film,pos\nbad film,neg\n", encoding="utf-8")
+    monkeypatch.setenv("EDGE_TL_PASSPHRASE", "not it")
+    result = CliRunner().invoke(cli, ["data", "import", str(src), "--name", "d"])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: cannot decrypt the device identity: wrong key, or not an edge_tl vault."
+    )
+    vault = keys.identity_path().parent.parent / "vault"
+    assert not vault.exists() or [p.name for p in vault.iterdir()] in ([], [".lock"])
