@@ -134,6 +134,20 @@ def reestimate(r: dict) -> dict:
     return {"estimate": est.total, "breakdown": est.breakdown, "rel_error": round(err, 4)}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The estimate-vs-measured table for docs/planner.md."""
+    mib = 2**20
+    lines = ["| set | name | vocab/emb/hid/layers | mode | seq | bs | measured MiB | "
+             "estimate MiB | error | s/step |", "|" + "---|" * 10]
+    for r in rows:
+        m = r["model"]
+        shape = f"{m['vocab_size']}/{m['emb_sz']}/{m['n_hid']}/{m['n_layers']}"
+        lines.append(f"| {r['set']} | {r['name']} | {shape} | {r['mode']} | {r['seq_len']} | "
+                     f"{r['batch_size']} | {r['peak_rss'] / mib:.0f} | {r['estimate'] / mib:.0f} "
+                     f"| {r['rel_error']:+.1%} | {r['sec_per_step']:.1f} |")
+    return "\n".join(lines)
+
+
 def fit(rows: list[dict]) -> Coefficients:
     """Least-squares fit of the planner's coefficients on relative error over the fit rows."""
     import numpy as np
@@ -166,7 +180,11 @@ def main() -> None:
     ap.add_argument("--reestimate", action="store_true",
                     help="keep --out's measurements, recompute the estimates with the current "
                     "planner constants")
+    ap.add_argument("--markdown", action="store_true", help="print --out as a markdown table")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())["rows"]))
+        return
     if args.fit:
         rows = json.loads(Path(args.out).read_text())["rows"]
         coef = fit([r for r in rows if r["set"] == "fit"])

@@ -238,7 +238,10 @@ def plan(
     budget = memory_budget(hw, profile, rt.device)
     coef = CALIBRATED
     if rt.device == "cuda":
-        coef = dataclasses.replace(coef, runtime=CUDA_RUNTIME_RESERVE)
+        # A Jetson's CPU process and CUDA context share one RAM; a discrete GPU holds the
+        # context only.
+        extra = coef.runtime if hw.is_jetson else 0
+        coef = dataclasses.replace(coef, runtime=CUDA_RUNTIME_RESERVE + extra)
     params = n_params(cfg, mode)
     warnings: list[str] = []
     if params > profile.max_model_params:

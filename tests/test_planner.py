@@ -193,6 +193,14 @@ def test_budget_uses_vram_on_a_discrete_gpu_and_ram_on_a_jetson():
     assert memory_budget(jet, agx, "cuda") == int(0.75 * 30.6 * GiB)
     p = plan(jet, agx, ModelConfig(), "lm_train")
     assert (p.device, p.dtype, p.autocast) == ("cuda", "bf16", True)
+    # unified memory: the CPU process and the CUDA context both count
+    assert p.estimate.breakdown["runtime"] == CALIBRATED.runtime + 512 * 2**20
+    p = plan(_hw(64, [gpu]), ws, ModelConfig(), "lm_train")
+    assert p.estimate.breakdown["runtime"] == 512 * 2**20
+    assert p.estimate.breakdown["activations"] == p.batch_size * p.estimate.per_sample
+    # bf16 activations: half the fp32 LSTM bytes, logits stay fp32
+    fp32 = estimate_memory(ModelConfig(), 70, "fp32", "lm_train", p.batch_size)
+    assert p.estimate.per_sample < fp32.per_sample
 
 
 def test_plan_rejects_unknown_mode():
