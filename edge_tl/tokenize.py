@@ -347,10 +347,9 @@ class Encoder:
     vocab: list[str]
 
     def __post_init__(self) -> None:
-        # First occurrence wins, as in fastai's Numericalize (o2i built from the vocab list).
-        self._stoi: dict[str, int] = {}
-        for i, t in enumerate(self.vocab):
-            self._stoi.setdefault(t, i)
+        # Exactly fastai's Numericalize.o2i: last occurrence wins, and the "xxfake" filler tokens
+        # (make_vocab pads the vocab to a multiple of 8 with them) are never produced.
+        self._stoi: dict[str, int] = {t: i for i, t in enumerate(self.vocab) if t != "xxfake"}
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one text."""

@@ -85,3 +85,9 @@ def test_agreement_with_fastai_on_imdb(shared_data, tok: TextTokenizer) -> None:
     mine = [tok(t) for t in texts]
     same = sum(a == b for a, b in zip(ref, mine, strict=True))
     assert same >= 299, f"only {same}/300 reviews tokenized identically"
+
+
+def test_encoder_follows_fastai_numericalize_o2i(tok: TextTokenizer) -> None:
+    # fastai: o2i = {v: k for k, v in enumerate(vocab) if v != "xxfake"} (last wins, no fakes).
+    vocab = [*SPECIAL_TOKENS, "good", "xxfake", "good", "xxfake"]
+    assert Encoder(tok, vocab).encode("good xxfake") == [2, 11, 0]
