@@ -1,0 +1,162 @@
+"""Checkpoints: encrypted, atomic, round-trip exactly; kill -9 mid-run, then --resume finishes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_tl import data, keys
+from edge_tl.checkpoint import (
+    Checkpoint,
+    Position,
+    capture_rng,
+    checkpoint_from_bytes,
+    checkpoint_path,
+    checkpoint_to_bytes,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from edge_tl.cli import cli
+from edge_tl.errors import ModelError
+from edge_tl.models import load_model, model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOML = """
+[train]
+bs = 4
+lm_bs = 4
+bptt = 16
+max_len = 64
+min_freq = 1
+dtype = "fp32"
+lin_ftrs = [8]
+stages = [1, 1, 2]
+lm_frozen_epochs = 0
+scratch_lm = true
+checkpoint_minutes = 0.0
+arch = {vocab_size = 8, emb_sz = 16, n_hid = 32, n_layers = 2}
+"""
+
+
+def _texts(n: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(5)
+    words = {"pos": "good great fine".split(), "neg": "bad awful poor".split()}
+    labels = [("pos", "neg")[i % 2] for i in range(n)]
+    texts = [" ".join(rng.choice(words[lab] + ["the", "film", "a"]) for _ in range(20))
+             for lab in labels]  # fmt: skip
+    return texts, labels
+
+
+def _ckpt(name: str = "r", fp: str = "fp") -> Checkpoint:
+    torch.manual_seed(0)
+    w = torch.nn.Linear(3, 2)
+    opt = {"state": [{"grad_avg": torch.ones(2, 3), "step": 3, "do_wd": True}, {}],
+           "hypers": [{"lr": 0.1, "mom": 0.9, "wd": 0.01}]}  # fmt: skip
+    return Checkpoint(name=name, data="d", base=None, lm_data=[], dataset_fingerprint=fp,
+                      train_config={"seed": 1}, position=Position("clas", 1, 0, 7),
+                      vocab=["xxunk", "xxpad"], labels=["a", "b"], model_state=w.state_dict(),
+                      opt_state=opt, rng_epoch_start=capture_rng(), rng_now=capture_rng(),
+                      extra={"lm_tokens_per_s": 5.0})  # fmt: skip
+
+
+def test_checkpoint_round_trip_and_rng() -> None:
+    c = _ckpt()
+    back = checkpoint_from_bytes(checkpoint_to_bytes(c), "checkpoint r")
+    assert back.position == c.position and back.extra == c.extra and back.vocab == c.vocab
+    for k, v in c.model_state.items():
+        assert torch.equal(back.model_state[k], v)
+    st = back.opt_state["state"]
+    assert torch.equal(st[0]["grad_avg"], torch.ones(2, 3)) and st[0]["step"] == 3
+    assert st[1] == {} and back.opt_state["hypers"][0]["lr"] == 0.1
+    restore_rng(back.rng_now)
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    restore_rng(c.rng_now)
+    assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_checkpoint_is_encrypted_and_checked() -> None:
+    keys.init_identity(None)
+    path = save_checkpoint(_ckpt())
+    raw = path.read_bytes()
+    assert raw.startswith(b"age-encryption.org/v1") and b"xxunk" not in raw
+    assert load_checkpoint("r").position.batch == 7
+    path.write_bytes(raw[:-5])
+    res = CliRunner().invoke(cli, ["train", "--resume", "r"])
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: cannot decrypt checkpoint r: wrong key")
+    plain = checkpoint_to_bytes(_ckpt())
+    with pytest.raises(ModelError, match="not an edge_tl/checkpoint v1 file"):
+        checkpoint_from_bytes(b"edge_tl/model v1\n" + plain[22:], "checkpoint r")
+
+
+def test_resume_refuses_changed_data() -> None:
+    keys.init_identity(None)
+    t, lab = _texts(30)
+    data.save_dataset("d", t, lab)
+    save_checkpoint(_ckpt(fp="not-the-same"))
+    res = CliRunner().invoke(cli, ["train", "--resume", "r"])
+    assert res.exit_code == 1
+    assert res.output.strip().endswith(
+        "Error: dataset 'd' changed since the run started. start over without --resume (the "
+        "checkpoint is for other data)")
+
+
+def test_kill_9_then_resume_finishes_with_the_same_config(tmp_path: Path, edge_tl_home) -> None:
+    keys.init_identity(None)
+    t, lab = _texts(40)
+    data.save_dataset("d", t, lab)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TOML)
+    code = ("import sys, torch; torch.backends.mkldnn.enabled = False; "
+            "from edge_tl.cli import main; sys.argv[0] = 'edge-tl'; main()")  # fmt: skip
+    env = {**os.environ, "EDGE_TL_HOME": str(edge_tl_home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "train", "--data", "d", "--out", "r1", "--scratch",
+         "--config", str(cfg), "--quiet"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    killed_at = None
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if not checkpoint_path("r1").exists():
+                continue
+            try:
+                pos = load_checkpoint("r1").position
+            except (ModelError, OSError):
+                continue
+            if pos.phase == "clas" and (pos.stage, pos.epoch, pos.batch) >= (1, 0, 1):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = pos
+                break
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, proc.stdout.read().decode()[-2000:]
+    assert proc.returncode == -signal.SIGKILL
+    assert not model_path("r1").exists()
+    before = load_checkpoint("r1")
+    res = CliRunner().invoke(cli, ["train", "--resume", "r1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    p = before.position
+    assert f"resuming r1: clas stage {p.stage + 1}, epoch {p.epoch + 1}, batch {p.batch}" \
+        in res.output  # fmt: skip
+    m = load_model("r1")
+    assert m.train_config == before.train_config and m.train_config["stages"] == [1, 1, 2]
+    assert m.vocab == before.vocab and m.labels == ["neg", "pos"]
+    assert [s["stage"] for s in m.metrics["stages"]] == list(range(p.stage, 3))
+    assert not checkpoint_path("r1").exists()
+    assert not list((edge_tl_home / "runs").glob(".*.part"))
