@@ -1,0 +1,102 @@
+"""The real transfer-vs-scratch curve on IMDb (issue 6), resumable, for a background run.
+
+Imports the IMDb train/test/unsup CSVs into the vault of a dedicated EDGE_TL_HOME (once), then
+runs `edge_tl.compare.run_compare` with the shipped default base: sizes 500 ... 20k, 3 seeds,
+both protocols (semi: LM fine-tuned once on the 25k train texts + 50k unlabelled reviews),
+transfer, scratch and TF-IDF arms, on a fixed stratified 5,000-review test subset, with the
+published curves beside. Results (results.json, table.md, table.csv, curve.png) go to
+bench/results/compare/; the encrypted shared LM, checkpoints and the lock stay in the home.
+Kill it at any time and run the same command again: finished units are skipped.
+
+    nohup nice -n 10 .venv/bin/python bench/compare_imdb.py > /work/compare-imdb.log 2>&1 &
+    .venv/bin/python bench/compare_imdb.py --dry-run          # plan and time estimate only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMDB = ROOT.parent / "shared" / "data" / "imdb"
+OUT = ROOT / "bench" / "results" / "compare"
+HOME = ROOT.parent / "compare-home"
+
+
+def ensure_datasets(unsup_rows: int) -> str:
+    """Import imdb-train / imdb-test (and the unlabelled reviews) once; the unsup dataset name."""
+    from edge_tl import keys
+    from edge_tl.data import import_source, list_datasets, save_dataset
+
+    if not keys.has_identity():
+        keys.init_identity(None)
+    have = {d.name for d in list_datasets()}
+    for name in ("train", "test"):
+        if f"imdb-{name}" not in have:
+            print(f"importing {name}.csv.gz ...", flush=True)
+            import_source(IMDB / f"{name}.csv.gz", f"imdb-{name}", text_col="text",
+                          label_col="label", progress=False)  # fmt: skip
+    unsup = "imdb-unsup" if unsup_rows >= 50000 else f"imdb-unsup-{unsup_rows}"
+    if unsup not in have:
+        print(f"importing {unsup} ...", flush=True)
+        with gzip.open(IMDB / "unsup.csv.gz", "rt", encoding="utf-8", newline="") as f:
+            texts = [r["text"] for r in csv.DictReader(f)]
+        if unsup_rows < len(texts):
+            texts = random.Random(0).sample(texts, unsup_rows)
+        save_dataset(unsup, texts, [None] * len(texts), source="unsup.csv.gz")
+    return unsup
+
+
+def main() -> None:
+    """Parse flags, prepare the vault, run or continue the comparison."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", type=Path, default=HOME, help="EDGE_TL_HOME of this benchmark")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--base", default="default")
+    ap.add_argument("--sizes", default="500,1000,2500,5000,10000,20000")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--protocol", choices=["supervised", "semi", "both"], default="both")
+    ap.add_argument("--arms", default="transfer,scratch,tfidf")
+    ap.add_argument("--test-rows", type=int, default=5000)
+    ap.add_argument("--unsup-rows", type=int, default=50000, help="unlabelled reviews for semi")
+    ap.add_argument("--budget-minutes", type=float, default=None)
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--config", default="{}", help="JSON TrainConfig overrides")
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--progress", action="store_true")
+    a = ap.parse_args()
+    os.environ["EDGE_TL_HOME"] = str(a.home)
+    a.home.mkdir(parents=True, exist_ok=True)
+
+    from edge_tl.compare import ComparePlan, run_compare
+    from edge_tl.train import resolve_config
+
+    unsup = ensure_datasets(a.unsup_rows)
+    prof = None
+    if a.profile:
+        from edge_tl.profiles import load_profile
+
+        prof = load_profile(a.profile)
+    cfg = resolve_config(prof, json.loads(a.config))
+    plan = ComparePlan(
+        data="imdb-train", test="imdb-test", sizes=tuple(int(s) for s in a.sizes.split(",")),
+        seeds=tuple(range(a.seeds)),
+        protocols=("supervised", "semi") if a.protocol == "both" else (a.protocol,),
+        arms=tuple(a.arms.split(",")), base=a.base, lm_data=(unsup,), test_rows=a.test_rows,
+        references="imdb",
+    )  # fmt: skip
+    doc = run_compare(plan, cfg, a.out, profile=prof, budget_minutes=a.budget_minutes,
+                      dry_run=a.dry_run, progress=a.progress,
+                      echo=lambda m: print(m, flush=True), work=a.home / "compare")  # fmt: skip
+    if not a.dry_run:
+        print((a.out / "table.md").read_text(), flush=True)
+    print(f"{len(doc['runs'])} runs recorded in {a.out / 'results.json'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

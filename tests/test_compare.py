@@ -1,0 +1,297 @@
+"""`edge-tl compare`: a tiny curve end to end through the CLI, resume after an interruption,
+the budget rule, error lines, and the tables and plot of edge_tl.report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_tl import baseline, keys, report
+from edge_tl import train as train_mod
+from edge_tl.bases import import_base
+from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
+from edge_tl.cli import cli
+from edge_tl.compare import ComparePlan, Unit, fit_budget
+from edge_tl.config import SPECIAL_TOKENS, ModelConfig
+from edge_tl.data import save_dataset
+from edge_tl.errors import ConfigError
+from edge_tl.model import lm_state_keys
+
+CANARY = "zqxcanaryzqx"
+POS = ["good", "great", "lovely", "superb", "fine"]
+NEG = ["bad", "awful", "boring", "poor", "dull"]
+FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "was", "a"]
+CONFIG = """
+stages = [1, 0, 0, 1]
+lm_frozen_epochs = 1
+lm_epochs = 1
+bs = 8
+lm_bs = 4
+bptt = 8
+max_len = 32
+min_freq = 1
+dtype = "fp32"
+lin_ftrs = [8]
+threads = 1
+"""
+
+
+def _texts(rng: random.Random, n: int, label: str | None) -> list[str]:
+    out = []
+    for _ in range(n):
+        words = rng.choices(FILLER, k=10)
+        if label is not None:
+            words += rng.choices(POS if label == "pos" else NEG, k=3)
+        rng.shuffle(words)
+        out.append(" ".join(words))
+    return out
+
+
+@pytest.fixture
+def tiny_setup(tmp_path: Path) -> Iterator[Path]:
+    """Device identity, tiny train/test datasets (with unlabelled rows), a tiny base, config."""
+    keys.init_identity(None)
+    rng = random.Random(0)
+    texts, labels = [], []
+    for lab in ("pos", "neg") * 20:
+        texts += _texts(rng, 1, lab)
+        labels.append(lab)
+    unl = [f"{t} {CANARY}" for t in _texts(rng, 16, None)]
+    save_dataset("tiny-train", texts + unl, labels + [None] * len(unl))
+    t_texts, t_labels = [], []
+    for lab in ("pos", "neg") * 15:
+        t_texts += _texts(rng, 1, lab)
+        t_labels.append(lab)
+    save_dataset("tiny-test", t_texts, t_labels)
+    words = sorted(set(POS + NEG + FILLER))
+    vocab = SPECIAL_TOKENS + words + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS) - len(words))]
+    cfg = ModelConfig(vocab_size=len(vocab), emb_sz=8, n_hid=12, n_layers=2)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
+    sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
+    b = pack_bundle(tmp_path / "tiny.etlb", name="tiny", model_cfg=cfg, vocab=vocab,
+                    state_dict=sd, tokenizer=FASTAI_TOKENIZER,
+                    corpus={"description": "random", "license": "CC0-1.0"},
+                    dtype="fp32")  # fmt: skip
+    assert import_base(b, allow_unsigned=True) == "tiny"
+    (tmp_path / "tiny.toml").write_text(CONFIG, encoding="utf-8")
+    threads = torch.get_num_threads()
+    yield tmp_path
+    torch.set_num_threads(threads)  # the config's `threads = 1` must not leak into other tests
+
+
+def _compare(setup: Path, *extra: str) -> tuple[int, str]:
+    args = ["compare", "--data", "tiny-train", "--test", "tiny-test", "--base", "tiny",
+            "--config", str(setup / "tiny.toml"), "--out", str(setup / "out"), "--quiet",
+            "--sizes", "12,24", "--seeds", "1", "--protocol", "both", *extra]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    return r.exit_code, r.output
+
+
+def _count(monkeypatch, mod, name: str, calls: list[str], fail_at: int | None = None) -> None:
+    real = getattr(mod, name)
+
+    def wrapper(*a, **k):
+        calls.append(name)
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt  # as if the user pressed ctrl-C mid-run
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, name, wrapper)
+
+
+def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_tl_home):
+    out = tiny_setup / "out"
+    # 1) interrupted in the 4th classifier training (size 24, scratch)
+    calls: list[str] = []
+    with monkeypatch.context() as m:
+        _count(m, train_mod, "train_classifier", calls, fail_at=4)
+        code, output = _compare(tiny_setup)
+    assert code != 0
+    assert "plan: 8 units (0 finished, skipped), sizes 12,24, seeds 0, 30 test rows" in output
+    assert "estimated time: ~" in output
+    doc = json.loads((out / "results.json").read_text())
+    first = set(doc["runs"])
+    assert first == {"tfidf/none/12/0", "scratch/none/12/0", "transfer/supervised/12/0",
+                     "transfer/semi/12/0", "tfidf/none/24/0"}  # fmt: skip
+    # 2) the rerun trains only what is missing
+    calls = []
+    lm_calls: list[str] = []
+    tfidf_calls: list[str] = []
+    with monkeypatch.context() as m:
+        _count(m, train_mod, "train_classifier", calls)
+        _count(m, train_mod, "finetune_lm", lm_calls)
+        _count(m, baseline, "tfidf_accuracy", tfidf_calls)
+        code, output = _compare(tiny_setup)
+    assert code == 0, output
+    assert "plan: 8 units (5 finished, skipped)" in output
+    assert (len(calls), len(lm_calls), len(tfidf_calls)) == (3, 1, 0)  # semi LM is reused
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["runs"]) == first | {"scratch/none/24/0", "transfer/supervised/24/0",
+                                        "transfer/semi/24/0"}  # fmt: skip
+    for key, r in doc["runs"].items():
+        assert key == f"{r['arm']}/{r['protocol']}/{r['size']}/{r['seed']}"
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["test_rows"] == 30
+        assert sum(map(sum, r["confusion_matrix"])) == 30
+        assert {"edge_tl", "torch", "fastai"} <= set(r["versions"])
+        assert r["device"]["device"] == "cpu" and r["seconds"] > 0 and r["timings"]
+        assert r["config"]["seed"] == 0
+    assert doc["runs"]["tfidf/none/24/0"]["accuracy"] >= 0.9  # the signal words separate it
+    assert doc["runs"]["scratch/none/12/0"]["config"]["scratch"] is True
+    assert doc["runs"]["transfer/supervised/12/0"]["timings"]["lm"] > 0
+    assert doc["semi_lm"]["texts"] == 56  # all 40 labelled texts + 16 unlabelled, once
+    # 3) a third run trains nothing at all
+    calls = []
+    with monkeypatch.context() as m:
+        _count(m, train_mod, "train_classifier", calls)
+        _count(m, train_mod, "finetune_lm", calls)
+        _count(m, baseline, "tfidf_accuracy", calls)
+        code, output = _compare(tiny_setup)
+    assert code == 0 and calls == [] and "8 units (8 finished, skipped)" in output
+    # tables agree with results.json
+    rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    by = {(r["series"], int(r["size"])): r for r in rows}
+    for r in doc["runs"].values():
+        assert float(by[(f"{r['arm']}/{r['protocol']}", r["size"])]["mean"]) == pytest.approx(
+            r["accuracy"], abs=1e-4)  # fmt: skip
+    gap = doc["runs"]["transfer/semi/24/0"]["accuracy"] - doc["runs"]["scratch/none/24/0"][
+        "accuracy"]  # fmt: skip
+    assert float(by[("transfer/semi − scratch", 24)]["mean"]) == pytest.approx(gap, abs=1e-4)
+    md = (out / "table.md").read_text()
+    assert f"{doc['runs']['tfidf/none/12/0']['accuracy']:.3f} ± 0.000 (1)" in md
+    png = (out / "curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    # the shared LM is encrypted, and no file anywhere holds the training text
+    assert (out / "semi-lm.age").read_bytes().startswith(b"age-encryption.org/v1")
+    for root in (out, edge_tl_home):
+        for p in root.rglob("*"):
+            assert not p.is_file() or CANARY.encode() not in p.read_bytes(), p
+
+
+def test_rerun_with_other_settings_is_refused(tiny_setup):
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == 0, output
+    (tiny_setup / "tiny.toml").write_text(CONFIG.replace("bs = 8", "bs = 4"), encoding="utf-8")
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        f"Error: {tiny_setup / 'out' / 'results.json'} holds runs made with another "
+        "train_config. rerun with the same settings, or pass another --out to start a new "
+        "comparison"
+    )
+
+
+def test_dry_run_budget_drops_and_says_so(tiny_setup):
+    code, output = _compare(tiny_setup, "--arms", "tfidf", "--dry-run", "--budget-minutes",
+                            "0.025", "--sizes", "12,24,36")  # fmt: skip
+    assert code == 0, output
+    assert "dropped size 36, size 24" in output  # tf-idf: 1 s + 0.02 s per row
+    assert "plan: 1 units (0 finished, skipped), sizes 12, seeds 0" in output
+    assert output.endswith("dry run: nothing trained\n")
+    assert not (tiny_setup / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--sizes", "12,x"], "Error: --sizes '12,x' is not a comma-separated list of whole "
+         "numbers. write e.g. --sizes 500,1000"),
+        (["--sizes", "12,500"], "Error: subset size 500 is larger than the 40 labelled rows."),
+        (["--arms", "transfer,magic"], "Error: compare: --arms must be transfer, scratch, tfidf."),
+        (["--base", "nope"], "Error: base 'nope' not found. run `edge-tl base list` to see the "
+         "installed bases"),
+    ],
+)  # fmt: skip
+def test_errors(tiny_setup, extra, error):
+    code, output = _compare(tiny_setup, *extra)
+    assert code == 1 and output.splitlines()[-1] == error
+
+
+def test_semi_needs_unlabelled_text(tiny_setup):
+    r = CliRunner().invoke(cli, ["compare", "--data", "tiny-test", "--test", "tiny-test",
+                                 "--protocol", "semi", "--base", "tiny", "--sizes", "10",
+                                 "--out", str(tiny_setup / "o")])  # fmt: skip
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == (
+        "Error: protocol semi needs unlabelled text, and dataset 'tiny-test' has no unlabelled "
+        "rows. import some, or pass --lm-data NAME"
+    )
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_units_order_and_keys():
+    p = ComparePlan("d", "t", sizes=(20, 10), seeds=(0, 1), protocols=("supervised", "semi"))
+    keys_ = [u.key for u in p.units()]
+    assert keys_[:4] == ["tfidf/none/10/0", "scratch/none/10/0", "transfer/supervised/10/0",
+                         "transfer/semi/10/0"]  # fmt: skip
+    assert len(keys_) == 16 and len(set(keys_)) == 16 and keys_[-1] == "transfer/semi/20/1"
+    with pytest.raises(ConfigError, match="--protocol"):
+        ComparePlan("d", "t", protocols=("weak",))
+
+
+def test_fit_budget_drops_sizes_then_seeds_then_test_rows():
+    def cost(p: ComparePlan) -> float:  # seconds: size x seeds x test rows / 1000
+        return sum(p.sizes) * len(p.seeds) * p.test_rows / 1000
+
+    p = ComparePlan("d", "t", sizes=(100, 200, 400), seeds=(0, 1, 2), test_rows=4000)
+    assert fit_budget(p, cost, 1e9, True) == (p, [])
+    q, dropped = fit_budget(p, cost, 100 * 2 * 4000 / 1000, True)
+    assert dropped == ["size 400", "size 200", "seed 2"] and q.sizes == (100,)
+    assert q.seeds == (0, 1) and q.test_rows == 4000
+    q, dropped = fit_budget(p, cost, 100 * 1000 / 1000, True)
+    assert dropped[-3:] == ["seed 1", "test rows 4000 -> 2000", "test rows 2000 -> 1000"]
+    with pytest.raises(ConfigError, match="even the smallest plan"):
+        fit_budget(p, cost, 1.0, False)
+
+
+def _runs(values: dict[tuple[str, str, int], list[float]]) -> dict:
+    out = {}
+    for (arm, protocol, size), accs in values.items():
+        for seed, a in enumerate(accs):
+            out[Unit(arm, protocol, size, seed).key] = {
+                "arm": arm, "protocol": protocol, "size": size, "seed": seed, "accuracy": a}
+    return out
+
+
+def test_report_means_gaps_references_and_plot():
+    runs = _runs({("transfer", "supervised", 500): [0.80, 0.84, 0.82],
+                  ("scratch", "none", 500): [0.60, 0.70, 0.62],
+                  ("tfidf", "none", 500): [0.81, 0.81, 0.82],
+                  ("transfer", "supervised", 1000): [0.86]})  # fmt: skip
+    doc = {"runs": runs, "plan": {"references": "imdb"},
+           "setup": {"test_rows": 5000, "test": "imdb-test", "data": "imdb-train"}}  # fmt: skip
+    cells = report.aggregate(runs)
+    c = cells["transfer/supervised"][500]
+    assert c.mean == pytest.approx(0.82)
+    assert c.std == pytest.approx(statistics.stdev([0.8, 0.84, 0.82]))
+    g = report.gaps(runs)["transfer/supervised − scratch"]
+    assert list(g) == [500]  # no scratch run at 1000: no gap there
+    assert g[500].mean == pytest.approx(((0.8 - 0.6) + (0.84 - 0.7) + (0.82 - 0.62)) / 3)
+    md = report.markdown_table(doc)
+    header = md.splitlines()[2]
+    assert header == ("| size | transfer (supervised) | scratch | TF-IDF + LR | transfer/supervised"
+                      " − scratch | published study: scratch | published study: ULMFiT | "
+                      "TF-IDF + LR (issue) |")  # fmt: skip
+    assert "| 500 | 0.820 ± 0.020 (3) | 0.640 ± 0.053 (3) | 0.813 ± 0.006 (3) | +0.180 ± 0.035 |"\
+        " 0.541 | 0.767 | 0.811 |" in md  # fmt: skip
+    assert "| 1,000 | 0.860 ± 0.000 (1) |  |  |  | 0.633 | 0.825 | 0.841 |" in md
+    assert "published" not in report.markdown_table({**doc, "plan": {"references": "none"}})
+    rows = list(csv.DictReader(io.StringIO(report.csv_table(doc))))
+    assert rows[0] == {"series": "transfer/supervised", "size": "500", "seeds": "3",
+                       "mean": "0.8200", "std": "0.0200", "min": "0.8000", "max": "0.8400"}
+    import matplotlib.image
+
+    png = report.plot_png(doc)
+    img = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert img.shape[0] > 300 and img.shape[1] > 500
