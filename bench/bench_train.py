@@ -39,7 +39,8 @@ def load(split: str, n: int, seed: int) -> tuple[list[str], list[str]]:
         rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
     rng = random.Random(seed)
     rng.shuffle(rows)
-    out = [r for r in rows if r[1] == "pos"][: n // 2] + [r for r in rows if r[1] == "neg"][: n // 2]
+    pos, neg = [r for r in rows if r[1] == "pos"], [r for r in rows if r[1] == "neg"]
+    out = pos[: n // 2] + neg[: n // 2]
     rng.shuffle(out)
     return [t for t, _ in out], [lab for _, lab in out]
 
@@ -48,12 +49,18 @@ def plain_lm(texts, cfg, args, state):
     """fastai's documented path: DataBlock(TextBlock.from_df) + language_model_learner."""
     import pandas as pd
     from fastai.text.all import (
-        AWD_LSTM, ColReader, DataBlock, RandomSplitter, TextBlock, accuracy,
-        language_model_learner, set_seed,
+        AWD_LSTM,
+        ColReader,
+        DataBlock,
+        RandomSplitter,
+        TextBlock,
+        accuracy,
+        language_model_learner,
+        set_seed,
     )  # fmt: skip
 
-    from edge_tl.model import fastai_config
     from edge_tl.config import LM_DROPOUTS
+    from edge_tl.model import fastai_config
 
     df = pd.DataFrame({"text": texts})
     t0 = time.perf_counter()
@@ -84,8 +91,15 @@ def plain_clas(texts, labels, test, cfg, args, state):
     import pandas as pd
     import torch
     from fastai.text.all import (
-        AWD_LSTM, CategoryBlock, ColReader, ColSplitter, DataBlock, TextBlock, accuracy,
-        set_seed, text_classifier_learner,
+        AWD_LSTM,
+        CategoryBlock,
+        ColReader,
+        ColSplitter,
+        DataBlock,
+        TextBlock,
+        accuracy,
+        set_seed,
+        text_classifier_learner,
     )  # fmt: skip
 
     from edge_tl.config import CLAS_DROPOUTS
@@ -99,8 +113,8 @@ def plain_clas(texts, labels, test, cfg, args, state):
         is_valid[i] = True
     df = pd.DataFrame({"text": texts, "label": labels, "is_valid": is_valid})
     t0 = time.perf_counter()
-    dls = DataBlock(blocks=(TextBlock.from_df("text", vocab=state["plain_vocab"], seq_len=args.bptt),
-                            CategoryBlock), get_x=ColReader("text"), get_y=ColReader("label"),
+    tb = TextBlock.from_df("text", vocab=state["plain_vocab"], seq_len=args.bptt)
+    dls = DataBlock(blocks=(tb, CategoryBlock), get_x=ColReader("text"), get_y=ColReader("label"),
                     splitter=ColSplitter()).dataloaders(df, bs=args.bs)  # fmt: skip
     prep = time.perf_counter() - t0
     set_seed(args.seed)
@@ -170,13 +184,13 @@ def rss_probe(profile_name: str, steps: int) -> dict:
     import torch
     from fastai.text.models.awdlstm import awd_lstm_clas_split
 
+    from edge_tl import fastcpu
     from edge_tl.config import ModelConfig
     from edge_tl.device import detect
+    from edge_tl.model import build_classifier
     from edge_tl.planner import plan
     from edge_tl.profiles import load_profile
     from edge_tl.train import Run, TrainConfig, _learner, pick_dtype
-    from edge_tl import fastcpu
-    from edge_tl.model import build_classifier
 
     cfg = ModelConfig()  # WT103 shape: 60k vocab, emb 400, hidden 1152, 3 layers
     hw, prof = detect(), load_profile(profile_name)
@@ -282,7 +296,8 @@ def print_table(res: dict) -> None:
     s = res["setup"]
     print(f"\nIMDb {s['train']} train / {s['test']} test reviews; AWD-LSTM emb {s['emb']}, "
           f"hidden {s['hid']}, {s['layers']} layers, random init; bs {s['bs']}, bptt {s['bptt']}")
-    print("| phase | plain fastai tok/s | edge_tl tok/s | speed-up | plain wall s | edge_tl wall s |")
+    print("| phase | plain fastai tok/s | edge_tl tok/s | speed-up | plain wall s "
+          "| edge_tl wall s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for ph in ("lm", "clas"):
         p, o = res[f"plain_{ph}"], res[f"ours_{ph}"]
