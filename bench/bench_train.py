@@ -152,31 +152,46 @@ def ours_lm(texts, cfg, args, state):
     t0 = time.perf_counter()
     docs = tokenize(texts, workers=2)
     prep = time.perf_counter() - t0
+    import torch
+
+    from edge_tl.fastcpu import auto_threads
+
+    plain_threads = torch.get_num_threads()
+    threads = args.threads or auto_threads(plain_threads)
+    torch.set_num_threads(threads)
     tc = TrainConfig(arch=cfg, bptt=args.bptt, max_len=args.max_len, seed=args.seed,
                      dtype=args.dtype, checkpoint_minutes=1e9)  # fmt: skip
     run = Run(dtype=pick_dtype(tc, "cpu"), bs=args.bs, lm_bs=args.bs, progress=True)
     lm = finetune_lm(texts, None, tc, run=run, docs=docs)
     state["ours_lm"], state["ours_docs"] = lm, docs
-    return {"prep_s": prep, "wall_s": lm.seconds, "tokens": lm.tokens,
+    torch.set_num_threads(plain_threads)
+    return {"prep_s": prep, "wall_s": lm.seconds, "tokens": lm.tokens, "threads": threads,
             "tokens_per_s": lm.tokens_per_s, "vocab": len(lm.vocab), "dtype": run.dtype,
             "valid_loss": lm.metrics["lm_valid_loss"]}
 
 
 def ours_clas(texts, labels, test, cfg, args, state):
     """edge_tl.train.train_classifier (cached head features, bf16, same schedule)."""
+    import torch
+
     from edge_tl.evaluate import evaluate_texts
+    from edge_tl.fastcpu import auto_threads
     from edge_tl.train import Run, TrainConfig, pick_dtype, train_classifier
 
+    plain_threads = torch.get_num_threads()
+    threads = args.threads or auto_threads(plain_threads)
+    torch.set_num_threads(threads)
     tc = TrainConfig(arch=cfg, bptt=args.bptt, max_len=args.max_len, seed=args.seed,
                      dtype=args.dtype, checkpoint_minutes=1e9)  # fmt: skip
     run = Run(dtype=pick_dtype(tc, "cpu"), bs=args.bs, lm_bs=args.bs, progress=True)
     m = train_classifier(texts, labels, state["ours_lm"], tc, run=run,
                          docs=state["ours_docs"][: len(texts)])  # fmt: skip
     r = evaluate_texts(m, test[0], test[1], dtype=run.dtype)
+    torch.set_num_threads(plain_threads)
     return {"wall_s": m.metrics["clas_seconds"], "tokens": m.metrics["clas_tokens"],
             "tokens_per_s": m.metrics["clas_tokens_per_s"],
             "stage_s": [s["seconds"] for s in m.metrics["stages"]],
-            "test_accuracy": r["accuracy"], "dtype": run.dtype}
+            "test_accuracy": r["accuracy"], "dtype": run.dtype, "threads": threads}
 
 
 def rss_probe(profile_name: str, steps: int) -> dict:
@@ -229,6 +244,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=1440)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=0, help="ours: 0 = auto_threads()")
     ap.add_argument("--rss-profile", default="jetson-nano-4gb")
     ap.add_argument("--rss-steps", type=int, default=3)
     ap.add_argument("--rss-only", action="store_true")
@@ -245,7 +261,7 @@ def main() -> None:
     os.makedirs("/tmp/edge_tl_bench", exist_ok=True)
     res = {} if args.fresh or not PARTIAL.exists() else json.loads(PARTIAL.read_text())
     setup = {k: getattr(args, k) for k in ("train", "test", "emb", "hid", "layers", "bs", "bptt",
-                                           "max_len", "dtype", "seed")}  # fmt: skip
+                                           "max_len", "dtype", "seed", "threads")}  # fmt: skip
     if res.get("setup") != setup:
         res = {"setup": setup}
     texts, labels = load("train", args.train, args.seed)

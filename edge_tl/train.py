@@ -655,7 +655,12 @@ def _runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool)
         bs = plan(hw, prof, shape, "clas_train").batch_size
     except ImportError:
         pass  # foundation modules absent: CPU, fastai's batch size
-    threads = cfg.threads or threads
+    from .fastcpu import auto_threads
+
+    if cfg.threads:
+        threads = cfg.threads
+    elif device == "cpu":
+        threads = auto_threads(threads or torch.get_num_threads())
     if threads:
         torch.set_num_threads(threads)
     run = Run(device=device, dtype=pick_dtype(cfg, device), progress=progress,
