@@ -151,7 +151,7 @@ def main() -> None:
 
     def fa_one(seq: list[int]):
         fa.reset()
-        return torch.softmax(fa(torch.tensor([seq]))[0], -1)  # (n_class,)
+        return torch.softmax(fa(torch.tensor([seq]))[0], -1)[0]  # (n_class,)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.parity_only:
