@@ -227,7 +227,7 @@ def fit_budget(plan: ComparePlan, seconds: Callable[[ComparePlan], float], budge
 
 
 def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int,
-                  steps: int = 2) -> tuple[float, float, float]:  # fmt: skip
+                  steps: int = 1) -> tuple[float, float, float]:  # fmt: skip
     """Time a few LM, classifier and inference batches of `shape`; tokens/s of each."""
     import torch
     import torch.nn.functional as F
@@ -279,9 +279,9 @@ def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int
         with torch.no_grad(), autocast_ctx(run.dtype, kind):
             clas(xc)
 
-    clas_tps = run.bs * seq / timed(clas_step, max(1, steps - 1))
+    clas_tps = run.bs * seq / timed(clas_step, steps)
     clas.eval()
-    infer_tps = run.bs * seq / timed(infer_step, max(1, steps - 1))
+    infer_tps = run.bs * seq / timed(infer_step, steps)
     return lm_tps, clas_tps, infer_tps
 
 
@@ -513,7 +513,10 @@ def run_unit(ctx: _Ctx, u: Unit, doc: dict[str, Any]) -> dict[str, Any]:
         if u.arm == "scratch":
             cfg = dataclasses.replace(cfg, scratch=True, arch=ctx.shape)
         elif u.protocol == "semi":
+            fresh = ctx.semi is None and not (ctx.work / SEMI_LM).exists()
             lm = _semi_lm(ctx, doc)
+            if fresh:  # trained once for every semi unit: kept out of this unit's per-row cost
+                timings["shared_lm"] = lm.seconds
         else:
             lm = _train.finetune_lm(texts, ctx.load_base(), cfg, run=ctx.run, docs=docs)
             timings["lm"] = lm.seconds
@@ -549,7 +552,8 @@ def _measured(doc: dict[str, Any], device: dict[str, Any]) -> dict[str, float]:
     for r in doc["runs"].values():
         same = (r.get("device") or {}).get("device") == device["device"]
         if same and r.get("size"):
-            per.setdefault(f"{r['arm']}/{r['protocol']}", []).append(r["seconds"] / r["size"])
+            own = r["seconds"] - r.get("timings", {}).get("shared_lm", 0.0)
+            per.setdefault(f"{r['arm']}/{r['protocol']}", []).append(own / r["size"])
     return {k: sum(v) / len(v) for k, v in per.items()}
 
 

@@ -20,7 +20,7 @@ from edge_tl import train as train_mod
 from edge_tl.bases import import_base
 from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
 from edge_tl.cli import cli
-from edge_tl.compare import ComparePlan, Unit, fit_budget
+from edge_tl.compare import ComparePlan, Speed, Unit, fit_budget, plan_seconds, unit_seconds
 from edge_tl.config import SPECIAL_TOKENS, ModelConfig
 from edge_tl.data import save_dataset
 from edge_tl.errors import ConfigError
@@ -149,6 +149,8 @@ def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_t
     assert doc["runs"]["scratch/none/12/0"]["config"]["scratch"] is True
     assert doc["runs"]["transfer/supervised/12/0"]["timings"]["lm"] > 0
     assert doc["semi_lm"]["texts"] == 56  # all 40 labelled texts + 16 unlabelled, once
+    assert doc["runs"]["transfer/semi/12/0"]["timings"]["shared_lm"] > 0
+    assert "shared_lm" not in doc["runs"]["transfer/semi/24/0"]["timings"]
     # 3) a third run trains nothing at all
     calls = []
     with monkeypatch.context() as m:
@@ -253,6 +255,24 @@ def test_fit_budget_drops_sizes_then_seeds_then_test_rows():
     assert dropped[-3:] == ["seed 1", "test rows 4000 -> 2000", "test rows 2000 -> 1000"]
     with pytest.raises(ConfigError, match="even the smallest plan"):
         fit_budget(p, cost, 1.0, False)
+
+
+def test_estimate_adds_the_shared_lm_once_and_prefers_measured_speed():
+    cfg = train_mod.TrainConfig()  # LM 1 + 1 epochs; classifier stages 1, 1, 1, 2
+    sp = Speed(lm_tps=100.0, clas_tps=50.0, infer_tps=1000.0, tokens_per_doc=10.0,
+               test_rows=200, lm_docs=1000)  # fmt: skip
+    scratch = unit_seconds(Unit("scratch", "none", 100, 0), sp, cfg, 200)
+    assert scratch == pytest.approx(100 * 10 / 1000 + 100 * 10 * 4 / 50 + 200 * 10 / 1000)
+    sup = unit_seconds(Unit("transfer", "supervised", 100, 0), sp, cfg, 200)
+    assert sup == pytest.approx(scratch + 100 * 10 * 2 / 100)
+    p = ComparePlan("d", "t", sizes=(100,), seeds=(0, 1), arms=("transfer",),
+                    protocols=("semi",), test_rows=200)  # fmt: skip
+    shared_lm = 1000 * 10 * 2 / 100
+    assert plan_seconds(p, sp, cfg, set(), False) == pytest.approx(2 * scratch + shared_lm)
+    assert plan_seconds(p, sp, cfg, set(), True) == pytest.approx(2 * scratch)
+    assert plan_seconds(p, sp, cfg, {"transfer/semi/100/0"}, True) == pytest.approx(scratch)
+    fast = Speed(100.0, 50.0, 1000.0, 10.0, 200, 1000, measured={"scratch/none": 0.01})
+    assert unit_seconds(Unit("scratch", "none", 100, 0), fast, cfg, 200) == pytest.approx(1.0)
 
 
 def _runs(values: dict[tuple[str, str, int], list[float]]) -> dict:
