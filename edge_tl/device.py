@@ -253,7 +253,8 @@ def choose_runtime(hw: Hardware, profile: DeviceProfile) -> Runtime:
     if want in ("bf16", "fp16"):
         return Runtime(device, "fp32", False, threads,
                        f"{want} requested but this CPU has no native {want}; using fp32")
-    note = "fp32 (bf16 autocast available: set dtype = \"bf16\")" if hw.cpu_bf16 else "fp32"
+    note = "fp32 on CPU" + ("; native bf16 here, so a profile may set dtype = \"bf16\" for "
+                            "bf16 autocast" if hw.cpu_bf16 else "")
     return Runtime(device, "fp32", False, threads, note)
 
 

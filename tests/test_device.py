@@ -131,7 +131,7 @@ def test_cpu_runtime_choices(tmp_path):
     laptop = load_profile("laptop-cpu-16gb")
     rt = choose_runtime(bf16, laptop)
     assert (rt.device, rt.dtype, rt.autocast, rt.threads) == ("cpu", "fp32", False, 2)
-    assert "bf16 autocast available" in rt.reason
+    assert "native bf16 here" in rt.reason
     forced = _with(laptop, dtype="bf16", threads=8)
     rt = choose_runtime(bf16, forced)
     assert (rt.device, rt.dtype, rt.autocast, rt.threads) == ("cpu", "bf16", True, 2)

@@ -83,7 +83,8 @@ def doctor(profile_arg: str | None, base_config: str | None, as_json: bool) -> N
         f"{profile.description}",
         f"  file      {profile.path}",
         f"Runtime     {rt.device}, {rt.dtype}, autocast {'on' if rt.autocast else 'off'}, "
-        f"{rt.threads} threads ({rt.reason})",
+        f"{rt.threads} threads",
+        f"  why       {rt.reason}",
         f"Base        {base_name}: vocab {cfg.vocab_size}, emb {cfg.emb_sz}, "
         f"hidden {cfg.n_hid}, {cfg.n_layers} layers",
     ]
