@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, from_dict, to_dict
-from .errors import ModelError, StoreError
+from .errors import ConfigError, ModelError, StoreError
 from .fsutil import atomic_write, remove_stale_parts
 from .home import subdir
 
@@ -143,7 +143,12 @@ def model_from_bytes(data: bytes, what: str) -> TrainedModel:
     if missing or unknown:
         key = sorted(missing or unknown)[0]
         raise ModelError(f"{what}: header key {key!r} is {'missing' if missing else 'unknown'}")
-    cfg = from_dict(ModelConfig, h["model_cfg"], f"{what}: model_cfg")
+    try:
+        cfg = from_dict(ModelConfig, h["model_cfg"], f"{what}: model_cfg")
+    except ConfigError as e:
+        raise ModelError(e.message, _REDO) from e
+    _check(cfg.n_layers <= 16 and max(cfg.emb_sz, cfg.n_hid) <= 65536
+           and cfg.vocab_size <= 10_000_000, what, "model_cfg is implausibly large")  # fmt: skip
     _check(isinstance(h["vocab"], list) and all(isinstance(t, str) for t in h["vocab"]),
            what, "vocab must be a list of strings")  # fmt: skip
     _check(len(h["vocab"]) == cfg.vocab_size, what, "vocab length differs from vocab_size")
