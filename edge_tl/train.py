@@ -595,10 +595,9 @@ def train_from_vault(
     echo(f"tokenizing {len(lm_texts) if want_lm else len(texts)} texts in memory ...")
     docs_all = fastcpu.tokenize(lm_texts if want_lm else texts, cfg.workers)
     n_lab = len(texts)
-    lab_docs = docs_all[:n_lab] if want_lm else docs_all  # ds.texts lists labelled rows in order
-    if want_lm and [t for t, lab in zip(ds.texts, ds.labels, strict=True) if lab is not None] \
-            != texts:  # fmt: skip
-        lab_docs = fastcpu.tokenize(texts, cfg.workers)
+    # lm_texts starts with ds.texts, so a labelled row's docs sit at its index in the dataset.
+    lab_idx = [i for i, lab in enumerate(ds.labels) if lab is not None]
+    lab_docs = [docs_all[i] for i in lab_idx] if want_lm else docs_all
     lm_tokens = sum(len(d) for d in docs_all) * (cfg.lm_frozen_epochs + cfg.lm_epochs)
     clas_tokens = sum(len(d) for d in lab_docs) * (1 - cfg.valid_pct) * sum(cfg.stages[1:])
     threads = torch.get_num_threads()

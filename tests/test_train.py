@@ -65,7 +65,8 @@ def small_torch():
 def tiny_setup(tmp_path: Path):
     keys.init_identity(None)
     texts, labels = make_texts(40, canary=True)
-    data.save_dataset("tiny", texts + make_texts(6, 1)[0], labels + [None] * 6)
+    # unlabelled rows first: labelled rows must be matched to their own tokens by index
+    data.save_dataset("tiny", make_texts(6, 1)[0] + texts, [None] * 6 + labels)
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TOML)
     return cfg
