@@ -29,6 +29,9 @@ IMDB_REFERENCES: dict[str, dict[int, float]] = {
 ORDER = ("transfer/semi", "transfer/supervised", "scratch/none", "tfidf/none")
 COLORS = {"transfer/semi": "#6a3d9a", "transfer/supervised": "#1f78b4",
           "scratch/none": "#e66101", "tfidf/none": "#33a02c"}  # fmt: skip
+REF_COLORS = {"published study: scratch": COLORS["scratch/none"],
+              "published study: ULMFiT": COLORS["transfer/supervised"],
+              "TF-IDF + LR (issue)": COLORS["tfidf/none"]}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -141,13 +144,16 @@ def plot_png(doc: dict[str, Any]) -> bytes:
     cells, refs = aggregate(doc["runs"]), _references(doc)
     fig = Figure(figsize=(7, 4.5), dpi=110)
     ax = fig.subplots()
+    handles = []
     for s in _sorted_series(list(cells)):
         by = cells[s]
-        x = list(by)
-        ax.errorbar(x, [c.mean for c in by.values()], yerr=[c.std for c in by.values()],
-                    marker="o", capsize=3, label=label(s), color=COLORS.get(s))  # fmt: skip
-    for (name, ref), style in zip(refs.items(), (":", "--", "-."), strict=False):
-        ax.plot(list(ref), list(ref.values()), style, color="grey", marker="x", label=name)
+        handles.append(ax.errorbar(list(by), [c.mean for c in by.values()],
+                                   yerr=[c.std for c in by.values()], marker="o", capsize=3,
+                                   label=label(s), color=COLORS.get(s)))  # fmt: skip
+    for name, ref in refs.items():  # dashed, in the colour of the arm it corresponds to
+        color = REF_COLORS.get(name, "grey")
+        handles += ax.plot(list(ref), list(ref.values()), "--", color=color, marker="x",
+                           alpha=0.6, label=name)  # fmt: skip
     ax.set_xscale("log")
     sizes = sorted({n for by in cells.values() for n in by} | {n for r in refs.values() for n in r})
     if sizes:
@@ -158,7 +164,7 @@ def plot_png(doc: dict[str, Any]) -> bytes:
     ax.set_ylabel(f"test accuracy ({setup.get('test_rows', '?')} rows)")
     ax.set_title("transfer vs scratch learning curve")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
