@@ -72,7 +72,9 @@ def train_tfidf(
     folds = min(cfg.folds, smallest)
 
     def clf(c: float) -> Any:
-        return LogisticRegression(C=c, solver="liblinear", max_iter=cfg.max_iter)
+        # liblinear shuffles its coordinates: fix the order so a rerun gives the same model
+        return LogisticRegression(C=c, solver="liblinear", max_iter=cfg.max_iter,
+                                  random_state=seed)  # fmt: skip
 
     if folds >= 2 and len(cfg.cs) > 1:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
