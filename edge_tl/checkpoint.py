@@ -5,7 +5,6 @@ optimizer state, the run's TrainConfig, its position and the RNG states, never r
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import random
 from dataclasses import dataclass, field
@@ -233,7 +232,3 @@ def remove_checkpoint(name: str) -> None:
     """Delete the checkpoint of `name` if there is one."""
     checkpoint_path(name).unlink(missing_ok=True)
 
-
-def b64(data: bytes) -> str:
-    """Base64 text (for small binary values in JSON)."""
-    return base64.b64encode(data).decode("ascii")
