@@ -179,6 +179,31 @@ def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_t
             assert not p.is_file() or CANARY.encode() not in p.read_bytes(), p
 
 
+def test_shared_lm_resumes_from_its_checkpoint(tiny_setup, monkeypatch, edge_tl_home):
+    from edge_tl import checkpoint
+
+    real, saved = checkpoint.save_checkpoint, []
+
+    def save_then_stop(c):  # killed right after the first epoch's checkpoint
+        real(c)
+        saved.append(c.position)
+        raise KeyboardInterrupt
+
+    args = ("--arms", "transfer", "--protocol", "semi", "--sizes", "12")
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_checkpoint", save_then_stop)
+        code, output = _compare(tiny_setup, *args)
+    assert code != 0 and [(p.phase, p.stage, p.epoch) for p in saved] == [("lm", 1, 0)]
+    (ck,) = (edge_tl_home / "runs").glob("compare-semi-*.ckpt")
+    assert ck.read_bytes().startswith(b"age-encryption.org/v1")
+    code, output = _compare(tiny_setup, *args)
+    assert code == 0, output
+    assert "shared LM (semi): fine-tuning on 56 texts, resuming at stage 2" in output
+    assert not ck.exists()  # removed once the LM is saved
+    doc = json.loads((tiny_setup / "out" / "results.json").read_text())
+    assert list(doc["runs"]) == ["transfer/semi/12/0"] and doc["semi_lm"]["lm_epochs_run"] == 1
+
+
 def test_rerun_with_other_settings_is_refused(tiny_setup):
     code, output = _compare(tiny_setup, "--arms", "tfidf")
     assert code == 0, output
