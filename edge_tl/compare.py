@@ -293,21 +293,7 @@ def runtime(cfg: _train.TrainConfig, shape: Any, profile: Any, progress: bool,
     """Device, dtype, threads and planned batch sizes (the profile and the memory planner)."""
     import torch
 
-    from .device import choose_runtime, detect
-    from .planner import plan as memory_plan
-    from .profiles import auto_select, load_profile
-
-    hw = detect()
-    prof = load_profile(profile) if isinstance(profile, str) else profile or auto_select(hw)
-    rt = choose_runtime(hw, prof)
-    lm_bs = memory_plan(hw, prof, shape, "lm_train").batch_size
-    bs = memory_plan(hw, prof, shape, "clas_train").batch_size
-    threads = cfg.threads or rt.threads
-    if threads:
-        torch.set_num_threads(threads)
-    run = _train.Run(device=rt.device, dtype=_train.pick_dtype(cfg, rt.device),
-                     bs=cfg.bs or min(bs, 64), lm_bs=cfg.lm_bs or min(lm_bs, 64),
-                     progress=progress, log=echo)  # fmt: skip
+    hw, prof, run = _train.make_runtime(cfg, profile, shape, progress, log=echo)
     info = {"profile": prof.name, "device": run.device, "dtype": run.dtype,
             "threads": torch.get_num_threads(), "bs": run.bs, "lm_bs": run.lm_bs,
             "cpu": hw.cpu_model, "logical_cores": hw.logical_cores,

@@ -138,14 +138,16 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_dtype(cfg: TrainConfig, device: str) -> str:
-    """The one place the training dtype is chosen (bf16 autocast where the hardware has it)."""
+def pick_dtype(cfg: TrainConfig, device: str, runtime_dtype: str | None = None) -> str:
+    """The training dtype: a --dtype flag, else what device.choose_runtime picked."""
     import torch
 
     if cfg.dtype != "auto":
         if cfg.dtype == "bf16" and device == "cpu" and not _cpu_bf16():
             return "fp32"
         return cfg.dtype
+    if runtime_dtype is not None:
+        return runtime_dtype
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if device == "cpu" and _cpu_bf16() else "fp32"
@@ -576,7 +578,7 @@ def train_from_vault(
         cfg = dataclasses.replace(cfg, arch=shape)
     if shape is None:
         raise ConfigError("no model shape for --scratch", "set `arch` in the train config")
-    hw, prof, run = _runtime(cfg, profile, shape, progress)
+    hw, prof, run = make_runtime(cfg, profile, shape, progress)
     run.log = echo
     run.resume = ck
     fp = ds.fingerprint
@@ -635,12 +637,13 @@ def train_from_vault(
     return m
 
 
-def _runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool):
+def make_runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool,
+                 log: Callable[[str], None] | None = None):
     """Hardware, profile and a Run with device, dtype, threads and planned batch sizes."""
     import torch
 
     hw = prof = None
-    device, threads, lm_bs, bs = "cpu", 0, 64, 64
+    device, threads, lm_bs, bs, rt_dtype = "cpu", 0, 64, 64, None
     try:
         from .device import choose_runtime, detect
         from .planner import plan
@@ -649,7 +652,7 @@ def _runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool)
         hw = detect()
         prof = load_profile(profile) if isinstance(profile, str) else profile or auto_select(hw)
         rt = choose_runtime(hw, prof)
-        device, threads = rt.device, rt.threads
+        device, threads, rt_dtype = rt.device, rt.threads, rt.dtype
         lm_bs = plan(hw, prof, shape, "lm_train").batch_size
         bs = plan(hw, prof, shape, "clas_train").batch_size
     except ImportError:
@@ -662,8 +665,10 @@ def _runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: bool)
         threads = auto_threads(threads or torch.get_num_threads())
     if threads:
         torch.set_num_threads(threads)
-    run = Run(device=device, dtype=pick_dtype(cfg, device), progress=progress,
+    run = Run(device=device, dtype=pick_dtype(cfg, device, rt_dtype), progress=progress,
               bs=cfg.bs or min(bs, 64), lm_bs=cfg.lm_bs or min(lm_bs, 64))  # fmt: skip
+    if log is not None:
+        run.log = log
     return hw, prof, run
 
 

@@ -130,13 +130,17 @@ def test_cpu_runtime_choices(tmp_path):
     bf16 = fake_hw(tmp_path, X86_CPUINFO, cores=(2, 2))
     laptop = load_profile("laptop-cpu-16gb")
     rt = choose_runtime(bf16, laptop)
-    assert (rt.device, rt.dtype, rt.autocast, rt.threads) == ("cpu", "fp32", False, 2)
-    assert "native bf16 here" in rt.reason
+    assert (rt.device, rt.dtype, rt.autocast, rt.threads) == ("cpu", "bf16", True, 2)
+    assert "native CPU bf16" in rt.reason
+    rt = choose_runtime(bf16, _with(laptop, dtype="fp32"))
+    assert (rt.dtype, rt.autocast) == ("fp32", False)
     forced = _with(laptop, dtype="bf16", threads=8)
     rt = choose_runtime(bf16, forced)
     assert (rt.device, rt.dtype, rt.autocast, rt.threads) == ("cpu", "bf16", True, 2)
     plain = fake_hw(tmp_path, "flags : avx2\n")
     rt = choose_runtime(plain, forced)
+    assert (rt.dtype, rt.autocast) == ("fp32", False) and "no native bf16" in rt.reason
+    rt = choose_runtime(plain, laptop)
     assert (rt.dtype, rt.autocast) == ("fp32", False) and "no native bf16" in rt.reason
 
 

@@ -61,7 +61,7 @@ def test_human_output_with_given_profile():
     assert any(line.startswith("Profile     raspberry-pi-5-8gb (given): ") for line in lines)
     i = next(i for i, line in enumerate(lines) if line.startswith("Runtime     "))
     assert lines[i].startswith("Runtime     cpu, fp32, autocast off, ")
-    assert lines[i + 1].startswith("  why       fp32 on CPU")
+    assert lines[i + 1].startswith("  why       fp32 requested by the profile")
     assert any(line.startswith("Plan lm_train   batch ") for line in lines)
     assert any(line.startswith("Plan clas_train batch ") for line in lines)
 

@@ -163,7 +163,7 @@ def _hw(ram_gib: float, cuda=(), board=None, release=None) -> Hardware:
 
 def test_plan_on_this_kind_of_box():
     p = plan(_hw(23.5), load_profile("laptop-cpu-16gb"), ModelConfig(), "lm_train")
-    assert (p.device, p.dtype, p.autocast, p.threads, p.seq_len) == ("cpu", "fp32", False, 2, 70)
+    assert (p.device, p.dtype, p.autocast, p.threads, p.seq_len) == ("cpu", "bf16", True, 2, 70)
     assert p.budget == int(0.6 * 23.5 * GiB)
     assert p.fits and p.warnings == () and 1 <= p.batch_size <= 64
     assert p.estimate.total <= p.budget

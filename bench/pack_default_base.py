@@ -1,0 +1,84 @@
+"""Pack the pretraining run in WORKDIR as the shipped default base (edge_tl/assets/default.etlb).
+
+    .venv/bin/python bench/pack_default_base.py --workdir /work/pretrain-small
+Uses the finished run's stats.json, or (with --from-checkpoint) the latest checkpoint, whose
+perplexity it then measures itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from edge_tl.config import from_dict
+from edge_tl.model import build_lm
+from edge_tl.pretrain import (
+    GUTENBERG,
+    SIZES,
+    PretrainConfig,
+    PretrainResult,
+    evaluate_perplexity,
+    model_card,
+    pack_result,
+)
+
+ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
+
+
+def main() -> None:
+    """Load the run, measure or read its perplexity, write the bundle, pin its hash."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--name", default="default")
+    ap.add_argument("--valid-tokens", type=int, default=0, help="0 = the whole valid stream")
+    a = ap.parse_args()
+    cfg = from_dict(PretrainConfig, json.loads((a.workdir / "config.json").read_text()), "cfg")
+    vocab = json.loads((a.workdir / "vocab.json").read_text())
+    ck = torch.load(a.workdir / "checkpoint.pt", weights_only=True)
+    model_cfg = replace(SIZES[cfg.size], vocab_size=len(vocab))
+    model = build_lm(model_cfg)
+    model.load_state_dict(ck["model"])
+    import numpy as np
+
+    valid = np.load(a.workdir / "tokens.npz")["valid"]
+    if a.valid_tokens:
+        valid = valid[: a.valid_tokens]
+    t = time.time()
+    ppl = evaluate_perplexity(model, valid, bs=32, bptt=cfg.bptt)
+    print(f"held-out perplexity {ppl:.1f} on {len(valid):,} tokens ({time.time() - t:.0f}s)")
+    n_train = len(np.load(a.workdir / "tokens.npz")["train"])
+    stats = {
+        "steps": ck["step"],
+        "tokens_seen": ck["step"] * cfg.batch_size * cfg.bptt,
+        "train_tokens_available": n_train,
+        "valid_tokens": len(valid),
+        "valid_perplexity": round(ppl, 2),
+        "train_minutes": round(ck["elapsed"] / 60, 1),
+        "config": json.loads((a.workdir / "config.json").read_text()),
+    }
+    result = PretrainResult(model_cfg=model_cfg, vocab=vocab,
+                            state_dict={k: v for k, v in model.state_dict().items()}, stats=stats)
+    cmd = ("nohup nice -n 3 .venv/bin/python bench/pretrain_base.py --workdir /work/pretrain-small "
+           f"--config '{json.dumps(stats['config'])}' && "
+           ".venv/bin/python bench/pack_default_base.py --workdir /work/pretrain-small")
+    hw = (f"{platform.machine()} CPU, 2 cores shared with other jobs (load 10+), "
+          f"torch {torch.__version__}")
+    card = model_card(a.name, result, GUTENBERG, cmd, hw)
+    out = pack_result(result, ASSETS / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    (ASSETS / "bases.sha256").write_text(f"{digest}  {out.name}\n")
+    (ASSETS / f"{a.name}.card.md").write_text(card)
+    print(card)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), sha256 {digest}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
