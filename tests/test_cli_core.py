@@ -57,3 +57,14 @@ def test_network_is_blocked(no_network):
     with pytest.raises(Exception, match="blocked"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
     no_network.clear()  # this test caused the attempt on purpose
+
+
+def test_public_api_names_resolve_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, edge_tl\n"
+            "[getattr(edge_tl, n) for n in edge_tl.__all__]\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
