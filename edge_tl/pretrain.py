@@ -392,7 +392,7 @@ def model_card(name: str, result: PretrainResult, corpus_desc: dict[str, str], c
 - Corpus: {corpus_desc.get('name', '?')}. {corpus_desc.get('description', '')}
 - License: {corpus_desc.get('license', '?')}
 - Tokenizer: fastai default rules + spacy English tokenizer (lowercased, xxmaj/xxup markers)
-- Tokens seen: {s['tokens_seen']:,} ({s['train_tokens_available']:,} distinct training tokens)
+- Tokens seen: {s['tokens_seen']:,} (of a {s['train_tokens_available']:,}-token training set)
 - Training time: {s['train_minutes']} min on {hardware}
 - Held-out perplexity: {s['valid_perplexity']} on {s['valid_tokens']:,} tokens of the corpus's
   valid shard (books not in training)
