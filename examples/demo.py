@@ -54,7 +54,9 @@ def main() -> None:
     run("evaluate", "sentiment", "--data", "imdb-sample-test", "--json",
         capture=DEMO / "evaluation.json")
     run("export", "sentiment", "--out", str(model), "--quantize", "int8")
-    run("predict", str(model), *REVIEWS)
+    reviews = DEMO / "reviews.txt"
+    reviews.write_text("\n".join(REVIEWS) + "\n", encoding="utf-8")
+    run("predict", str(model), "--file", str(reviews))
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min.")
     print(f"  store (keys, encrypted data and model): {DEMO / 'home'}")
     print(f"  evaluation on the 500 held-out reviews:  {DEMO / 'evaluation.json'}")
