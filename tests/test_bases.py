@@ -17,7 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_tl import bases
 from edge_tl.bases import base_info, import_base, list_bases, load_base, remove_base
-from edge_tl.bundle import FASTAI_TOKENIZER, build_bundle, file_sha256, key_fingerprint
+from edge_tl.bundle import (
+    FASTAI_TOKENIZER,
+    build_bundle,
+    file_sha256,
+    key_fingerprint,
+    read_card,
+)
 from edge_tl.cli import cli
 from edge_tl.config import SPECIAL_TOKENS, ModelConfig
 from edge_tl.errors import BundleError, StoreError
@@ -217,10 +223,11 @@ def test_store_copy_is_rechecked_on_load(tmp_path):
     )
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def assets(tmp_path, monkeypatch) -> Path:
+    """Isolate every test from the builtin bases the package ships (an empty assets folder)."""
     folder = tmp_path / "assets"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     monkeypatch.setattr(bases, "ASSETS_DIR", folder)
     return folder
 
@@ -281,3 +288,13 @@ def test_keygen_cli(tmp_path):
     res = run("keygen")
     assert res.output == f"Error: {key} already exists. choose another --out or pass --force\n"
     assert run("keygen", "--force").exit_code == 0
+
+
+def test_shipped_default_base_loads_offline(monkeypatch):
+    """The base that ships inside the package is pinned, verifies and loads (network blocked)."""
+    monkeypatch.setattr(bases, "ASSETS_DIR", Path(bases.__file__).parent / "assets")
+    base = load_base("default")
+    assert base.vocab[:2] == ["xxunk", "xxpad"] and len(base.vocab) == base.model_cfg.vocab_size
+    assert set(base.state_dict) == set(lm_state_keys(base.model_cfg))
+    assert base.manifest["corpus"]["license"].startswith("Public domain")
+    assert "perplexity" in (read_card(bases.base_path("default")) or "").lower()
