@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..errors import ConfigError
 from .keys import PASSPHRASE_FILE
+from .train import config_file_overrides
 
 DEFAULT_SIZES = "500,1000,2500,5000,10000,20000"
 
@@ -24,14 +23,6 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         raise ConfigError(f"{flag} {text!r} is not a comma-separated list of whole numbers",
                           f"write e.g. {flag} 500,1000")  # fmt: skip
     return out
-
-
-def _config_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read train config {path}: {e}") from e
-    return data.get("train", data)
 
 
 @click.command()
@@ -86,7 +77,7 @@ def compare(data_name, test_name, sizes, seeds, seed_list, protocol, arms, base,
         from ..profiles import load_profile
 
         prof = load_profile(profile)
-    cfg = resolve_config(prof, _config_file(config_file) if config_file else {})
+    cfg = resolve_config(prof, config_file_overrides(config_file) if config_file else {})
     out = out_dir or Path(f"compare-{re.sub(r'[^A-Za-z0-9._-]', '_', data_name)}")
     doc = run_compare(plan, cfg, out, profile=prof, budget_minutes=budget_minutes,
                       dry_run=dry_run, progress=not quiet, echo=click.echo)  # fmt: skip

@@ -31,7 +31,8 @@ def _stages(text: str) -> list[int]:
     return out
 
 
-def _config_file(path: Path) -> dict[str, Any]:
+def config_file_overrides(path: Path) -> dict[str, Any]:
+    """TrainConfig keys from a TOML file (top level or a [train] table)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -82,7 +83,7 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
     else:
         if data_name is None or out is None:
             raise click.UsageError("--data and --out are required (or --resume MODEL)")
-        overrides = _config_file(config_file) if config_file else {}
+        overrides = config_file_overrides(config_file) if config_file else {}
         overrides.update(flags)
         prof = None
         if profile is not None:
