@@ -16,6 +16,7 @@ from .errors import ConfigError, DataError, ModelError
 from .models import TrainedModel
 
 DTYPES = ("auto", "bf16", "fp32", "fp16")
+DISCRIMINATIVE = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,12 @@ class TrainConfig:
     scratch_lm: bool = False  # with scratch, also train a from-scratch LM first
     # classifier stages: head; last two groups; last three; all (freeze_to(-1), -2, -3, none)
     stages: tuple[int, ...] = (1, 1, 1, 2)
-    lr: float = 2e-2  # stage k uses lr * stage_lr_mults[k], discriminative slice(lr/2.6**4, lr)
+    lr: float = 2e-2  # stage k: lr * stage_lr_mults[k], layers slice(lr/lr_div**4, lr); see below
     stage_lr_mults: tuple[float, ...] = (1.0, 0.5, 0.25, 0.05)
     lr_div: float = 2.6
+    # auto: discriminative + decayed stage lrs only for an encoder from a pretrained base; a
+    # random-init (or task-only LM) encoder trains every layer and stage at `lr` (on | off).
+    discriminative: str = "auto"
     clas_drop_mult: float = 0.5
     wd: float = 0.01
     lin_ftrs: tuple[int, ...] = (50,)
@@ -69,6 +73,7 @@ class TrainConfig:
             (self.bptt >= 8, "bptt", ">= 8"),
             (self.max_len >= self.bptt, "max_len", ">= bptt"),
             (self.dtype in DTYPES, "dtype", " | ".join(DTYPES)),
+            (self.discriminative in DISCRIMINATIVE, "discriminative", " | ".join(DISCRIMINATIVE)),
             (self.checkpoint_minutes >= 0, "checkpoint_minutes", ">= 0"),
             (self.min_freq >= 1 and self.max_vocab >= 16, "min_freq", "min_freq >= 1, "
              "max_vocab >= 16"),
@@ -77,10 +82,16 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"train config: {key} must be {want}", f"got {self}")
 
-    def stage_lr(self, k: int) -> float:
-        """Peak learning rate of classifier stage k."""
+    def stage_lr(self, k: int, pretrained: bool = True) -> float:
+        """Peak learning rate of classifier stage k (flat `lr` when not discriminative)."""
+        if not self.use_discriminative(pretrained):
+            return self.lr
         mults = self.stage_lr_mults
         return self.lr * (mults[k] if k < len(mults) else mults[-1])
+
+    def use_discriminative(self, pretrained: bool) -> bool:
+        """Whether layer groups get slice(lr / lr_div**4, lr) and stages decayed lrs."""
+        return self.discriminative == "on" or (self.discriminative == "auto" and pretrained)
 
 
 def resolve_config(profile: Any = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -424,6 +435,10 @@ def train_classifier(
     learn = _learner(dls, model, run, False, cfg, awd_lstm_clas_split)
     learn._ckpt_minutes, learn._vocab, learn._labels = cfg.checkpoint_minutes, vocab, names
     tokens_per_epoch = sum(len(t) for t in ids)
+    # ULMFiT's small lrs for lower layers and later stages protect pretrained features; on a
+    # random-init encoder (no base; an LM trained only on this data) they keep the embeddings
+    # and first layers at ~1e-5 and the classifier stays at chance.
+    pretrained = lm is not None and lm.base is not None
     timings: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     first = resume.position.stage if resume is not None else 0
@@ -431,7 +446,7 @@ def train_classifier(
         if k < first or n_epoch == 0:
             continue
         t0 = time.perf_counter()
-        lr = cfg.stage_lr(k)
+        lr = cfg.stage_lr(k, pretrained)
         if k == 0 and cfg.cache_head_features and resume is None:
             _train_head_on_features(learn, model, ids, y, v_ids, v_y, n_epoch, lr, cfg, run)
         else:
@@ -441,7 +456,8 @@ def train_classifier(
                 learn.unfreeze()
             if resume is not None and resume.opt_state is not None and k == first:
                 learn.opt.load_state_dict(resume.opt_state)
-            lr_arg = lr if k == 0 else slice(lr / cfg.lr_div**4, lr)
+            disc = k > 0 and cfg.use_discriminative(pretrained)
+            lr_arg = slice(lr / cfg.lr_div**4, lr) if disc else lr
             _fit_stage(learn, run, "clas", k, n_epoch, lr_arg, resume if k == first else None)
         timings.append({"stage": k, "epochs": n_epoch, "seconds": time.perf_counter() - t0})
         if k == 0 and cfg.cache_head_features and run.save is not None:
@@ -613,7 +629,8 @@ def train_from_vault(
     lm = None
     if ck is not None and ck.position.phase == "clas":
         lm = LMResult(vocab=list(ck.vocab), model_cfg=dataclasses.replace(
-            shape, vocab_size=len(ck.vocab)), encoder_state={}, base=base_name,
+            shape, vocab_size=len(ck.vocab)), encoder_state={},
+            base=None if cfg.scratch else base_name,
             base_sha256=ck.extra.get("base_sha256"))  # fmt: skip
         lm.metrics = {k: v for k, v in ck.extra.items() if k.startswith("lm_")}
     elif want_lm:

@@ -1,0 +1,101 @@
+"""The classifier must learn: a keyword task a tiny AWD-LSTM solves, under the default stages.
+
+Texts are random filler words; class "pos" hides one or two of great/superb at random positions,
+"neg" one or two of awful/boring. Chance is 0.5; a pipeline that misaligns labels, loses the
+head, freezes the wrong groups or starves a random-init encoder of learning rate stays there."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from edge_tl.config import ModelConfig
+from edge_tl.evaluate import evaluate_texts
+from edge_tl.train import Run, TrainConfig, finetune_lm, train_classifier
+
+POS = ("great", "superb")
+NEG = ("awful", "boring")
+FILL = tuple(f"w{i}" for i in range(40))
+ARCH = ModelConfig(vocab_size=8, emb_sz=32, n_hid=64, n_layers=2)
+
+
+def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """n texts of 20-60 tokens, labels alternating pos/neg."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = ("pos", "neg")[i % 2]
+        toks = [rng.choice(FILL) for _ in range(rng.randint(20, 60))]
+        for _ in range(rng.randint(1, 2)):
+            toks[rng.randrange(len(toks))] = rng.choice(POS if label == "pos" else NEG)
+        texts.append(" ".join(toks))
+        labels.append(label)
+    return texts, labels
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    """Default schedule (stages, lr, lr_div, stage multipliers); tiny sizes, fp32, 1 thread."""
+    return TrainConfig(arch=ARCH, bs=32, lm_bs=32, bptt=24, max_len=96, min_freq=1, lin_ftrs=(16,),
+                       dtype="fp32", threads=1, checkpoint_minutes=0.0, **kw)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # no per-shape oneDNN kernel builds for tiny LSTMs
+    yield
+    torch.backends.mkldnn.enabled = True
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_texts(400, 0), make_texts(200, 1)
+
+
+def _check(m, test) -> None:
+    held_out = evaluate_texts(m, *test)["accuracy"]
+    assert m.metrics["accuracy"] >= 0.9, m.metrics["confusion_matrix"]
+    assert held_out >= 0.9, held_out
+
+
+def test_defaults_are_what_this_test_exercises():
+    cfg = TrainConfig()
+    assert (cfg.stages, cfg.lr, cfg.discriminative) == ((1, 1, 1, 2), 2e-2, "auto")
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["head-cache", "no-cache"])
+def test_scratch_default_stages_learn(task, cache):
+    (texts, labels), test = task
+    cfg = tiny_cfg(cache_head_features=cache)
+    m = train_classifier(texts, labels, None, cfg, run=Run(bs=32, progress=False), scratch=True)
+    _check(m, test)
+
+
+def test_from_task_lm_default_stages_learn(task):
+    (texts, labels), test = task
+    cfg = tiny_cfg()
+    run = Run(bs=32, lm_bs=32, progress=False)
+    lm = finetune_lm(texts, None, cfg, run=run)
+    m = train_classifier(texts, labels, lm, cfg, run=run)
+    _check(m, test)
+
+
+def test_labels_stay_with_their_docs(task):
+    """Shuffled labels must not be learnable: held-out accuracy near chance."""
+    (texts, labels), test = task
+    wrong = labels[:]
+    random.Random(3).shuffle(wrong)
+    m = train_classifier(texts, wrong, None, tiny_cfg(), run=Run(bs=32, progress=False))
+    assert evaluate_texts(m, *test)["accuracy"] < 0.75
+
+
+def test_discriminative_on_is_the_ulmfit_schedule():
+    cfg = TrainConfig()
+    assert [cfg.stage_lr(k) for k in range(4)] == pytest.approx([2e-2, 1e-2, 5e-3, 1e-3])
+    assert [cfg.stage_lr(k, pretrained=False) for k in range(4)] == [2e-2] * 4
+    assert TrainConfig(discriminative="on").use_discriminative(pretrained=False)
+    assert not TrainConfig(discriminative="off").use_discriminative(pretrained=True)
