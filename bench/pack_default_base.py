@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--name", default="default")
     ap.add_argument("--valid-tokens", type=int, default=0, help="0 = the whole valid stream")
+    ap.add_argument("--note", default="", help="a paragraph appended to the model card")
+    ap.add_argument("--tokens-seen", type=int, default=0,
+                    help="override (when the batch size was changed on a resume)")
     a = ap.parse_args()
     cfg = from_dict(PretrainConfig, json.loads((a.workdir / "config.json").read_text()), "cfg")
     vocab = json.loads((a.workdir / "vocab.json").read_text())
@@ -51,13 +54,17 @@ def main() -> None:
     valid = np.load(a.workdir / "tokens.npz")["valid"]
     if a.valid_tokens:
         valid = valid[: a.valid_tokens]
-    t = time.time()
-    ppl = evaluate_perplexity(model, valid, bs=32, bptt=cfg.bptt)
-    print(f"held-out perplexity {ppl:.1f} on {len(valid):,} tokens ({time.time() - t:.0f}s)")
+    done = a.workdir / "stats.json"
+    if done.exists() and not a.valid_tokens:  # the finished run measured it on the whole stream
+        ppl = json.loads(done.read_text())["valid_perplexity"]
+    else:
+        t = time.time()
+        ppl = evaluate_perplexity(model, valid, bs=32, bptt=cfg.bptt)
+        print(f"held-out perplexity {ppl:.1f} on {len(valid):,} tokens ({time.time() - t:.0f}s)")
     n_train = len(np.load(a.workdir / "tokens.npz")["train"])
     stats = {
         "steps": ck["step"],
-        "tokens_seen": ck["step"] * cfg.batch_size * cfg.bptt,
+        "tokens_seen": a.tokens_seen or ck["step"] * cfg.batch_size * cfg.bptt,
         "train_tokens_available": n_train,
         "valid_tokens": len(valid),
         "valid_perplexity": round(ppl, 2),
@@ -71,7 +78,7 @@ def main() -> None:
            ".venv/bin/python bench/pack_default_base.py --workdir /work/pretrain-small")
     hw = (f"{platform.machine()} CPU, 2 cores shared with other jobs (load 10+), "
           f"torch {torch.__version__}")
-    card = model_card(a.name, result, GUTENBERG, cmd, hw)
+    card = model_card(a.name, result, GUTENBERG, cmd, hw) + (f"\n{a.note}\n" if a.note else "")
     out = pack_result(result, ASSETS / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (ASSETS / "bases.sha256").write_text(f"{digest}  {out.name}\n")
