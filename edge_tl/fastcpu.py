@@ -59,7 +59,9 @@ def auto_threads(cores: int) -> int:
     has no core of its own makes every step slower (measured here: a 3-layer AWD-LSTM LM
     step ran at 2,800 tokens/s with 1 thread and 1,000 with 2 at load average 12)."""
     try:
-        busy = os.getloadavg()[0]
+        # The calling process is itself one runnable task (it was just tokenizing): only the
+        # load beyond it belongs to other processes.
+        busy = max(0.0, os.getloadavg()[0] - 1.0)
     except OSError:
         return max(1, cores)
     return max(1, min(cores, int(cores - busy + 0.5)))

@@ -99,3 +99,15 @@ def test_discriminative_on_is_the_ulmfit_schedule():
     assert [cfg.stage_lr(k, pretrained=False) for k in range(4)] == [2e-2] * 4
     assert TrainConfig(discriminative="on").use_discriminative(pretrained=False)
     assert not TrainConfig(discriminative="off").use_discriminative(pretrained=True)
+
+
+def test_auto_threads_counts_only_other_processes(monkeypatch):
+    import os
+
+    from edge_tl.fastcpu import auto_threads
+
+    for load, want in [(1.0, 2), (1.4, 2), (2.0, 1), (3.5, 1), (12.0, 1), (0.1, 2)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert auto_threads(2) == want, load
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert auto_threads(8) == 8
