@@ -291,7 +291,8 @@ def test_kill_9_during_import_leaves_no_partial_vault(device, tmp_path):
         "import_source(Path(sys.argv[1]), 'big', progress=False)"
     )
     killed = 0
-    for delay in (0.4, 0.9, 1.4, 1.9, 2.6):
+    # From "still starting up" to "mid-write": a quiet machine imports this file in ~0.3 s.
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.9, 1.9):
         proc = subprocess.Popen([sys.executable, "-c", code, str(src)], env=os.environ.copy())
         time.sleep(delay)
         if proc.poll() is None:
