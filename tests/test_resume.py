@@ -118,8 +118,26 @@ def test_kill_9_then_resume_finishes_with_the_same_config(tmp_path: Path, edge_t
     data.save_dataset("d", t, lab)
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TOML)
-    code = ("import sys, torch; torch.backends.mkldnn.enabled = False; "
-            "from edge_tl.cli import main; sys.argv[0] = 'edge-tl'; main()")  # fmt: skip
+    marker = tmp_path / "paused"
+    # The child parks itself right after the first clas-stage-2 checkpoint, so the kill lands
+    # there on any machine speed (polling alone raced a fast CI box to the finished model).
+    code = f"""
+import sys, time, torch
+torch.backends.mkldnn.enabled = False
+import edge_tl.checkpoint as ck
+_real = ck.save_checkpoint
+def _save(c):
+    path = _real(c)
+    p = c.position
+    if p.phase == "clas" and (p.stage, p.epoch, p.batch) >= (1, 0, 1):
+        open({str(marker)!r}, "w").close()
+        time.sleep(600)
+    return path
+ck.save_checkpoint = _save
+from edge_tl.cli import main
+sys.argv[0] = "edge-tl"
+main()
+"""
     env = {**os.environ, "EDGE_TL_HOME": str(edge_tl_home), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "train", "--data", "d", "--out", "r1", "--scratch",
@@ -130,16 +148,10 @@ def test_kill_9_then_resume_finishes_with_the_same_config(tmp_path: Path, edge_t
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            if not checkpoint_path("r1").exists():
-                continue
-            try:
-                pos = load_checkpoint("r1").position
-            except (ModelError, OSError):
-                continue
-            if pos.phase == "clas" and (pos.stage, pos.epoch, pos.batch) >= (1, 0, 1):
+            time.sleep(0.2)
+            if marker.exists():
                 os.kill(proc.pid, signal.SIGKILL)
-                killed_at = pos
+                killed_at = load_checkpoint("r1").position
                 break
     finally:
         if proc.poll() is None and killed_at is None:
