@@ -55,10 +55,12 @@ class PretrainConfig:
     valid_tokens: int = 200_000
     batch_size: int = 128
     bptt: int = 70
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     clip: float = 0.25
     drop_mult: float = 0.1
+    alpha: float = 2.0  # activation regularisation (fastai's RNNRegularizer default)
+    beta: float = 1.0  # temporal activation regularisation
     min_freq: int = 3
     bf16: bool = True
     threads: int = 0
@@ -263,6 +265,7 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
              valid: list[Path] | None = None, max_minutes: float | None = None,
              log: Callable[[str], None] = print) -> PretrainResult | None:
     """Train (or resume) a base LM in `workdir`; returns None if stopped by `max_minutes`."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -285,6 +288,12 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     model_cfg = replace(SIZES[cfg.size], vocab_size=len(vocab))
     torch.manual_seed(cfg.seed)
     model = build_lm(model_cfg, drop_mult=cfg.drop_mult)
+    # Start the decoder bias at the log unigram prior. Without it (and without AR/TAR below),
+    # Adam's first steps push the last LSTM layer to a saturated constant that encodes the
+    # unigram distribution through the tied decoder; gradients then vanish and the loss sits
+    # at the unigram entropy for good (the first shipped base, perplexity 411, did exactly that).
+    counts = np.bincount(train, minlength=len(vocab)).astype("float64") + 1.0
+    model[1].decoder.bias.data = torch.from_numpy(np.log(counts / counts.sum())).float()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
     tokens_per_step = cfg.batch_size * cfg.bptt
@@ -324,10 +333,13 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
             for g in opt.param_groups:
                 g["lr"] = _lr_at(progress(), cfg.lr)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(x)[0]  # (bs, bptt, vocab)
+                logits, raw, dropped = model(x)  # logits: (bs, bptt, vocab)
                 loss = F.cross_entropy(logits.float().view(-1, len(vocab)), y.reshape(-1))
+                # fastai's RNNRegularizer (AR on dropped, TAR on raw last-layer outputs).
+                reg = cfg.alpha * dropped.float().pow(2).mean()
+                reg = reg + cfg.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + reg).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1

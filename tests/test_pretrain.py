@@ -109,3 +109,27 @@ def test_cli_pretrain_corpus_too_small(tmp_path):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: the corpus has ")
     assert "fewer than one batch (128 x 70)" in last
+
+
+def test_pretrain_learns_context_not_just_word_frequencies(tmp_path):
+    """Regression: the first shipped base sat at the unigram perplexity (context never learnt).
+
+    In this corpus every word fixes the next one, so a model that uses context ends far below
+    the perplexity of the best context-free guess (the unigram distribution).
+    """
+    import numpy as np
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(_paragraphs(400)), encoding="utf-8")
+    valid = tmp_path / "valid.txt"
+    valid.write_text("\n\n".join(_paragraphs(60)[::-1]), encoding="utf-8")
+    cfg = PretrainConfig(size="tiny", max_tokens=80 * 16 * 20, batch_size=16, bptt=20,
+                         valid_tokens=500, min_freq=1, bf16=False, threads=1, lr=5e-3)
+    result = pretrain([corpus], tmp_path / "work", cfg, valid=[valid], log=lambda m: None)
+    assert result is not None
+    z = np.load(tmp_path / "work" / "tokens.npz")
+    counts = np.bincount(z["train"], minlength=len(result.vocab)) + 1.0
+    p = counts / counts.sum()
+    unigram_ppl = math.exp(-float(np.log(p[z["valid"]]).mean()))
+    assert result.stats["valid_perplexity"] < 0.5 * unigram_ppl, (
+        result.stats["valid_perplexity"], unigram_ppl)
