@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import to_dict
 from .errors import ExportError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, remove_stale_parts
 from .models import TrainedModel
 from .tokenize import SPECIAL_TOKENS, tokenizer_spec
 
@@ -257,6 +257,8 @@ def export_onnx(
         from .keys import encrypt_for_device
 
         data = encrypt_for_device(data)
+    # A killed earlier export of this file left its temp copy: drop it (only ours, by name).
+    remove_stale_parts(out.parent, out.name)
     # Private by default: even a plaintext export holds the fine-tuned vocabulary.
     atomic_write(out, data, mode=0o600)
     return out

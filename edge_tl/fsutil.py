@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,11 +46,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         f.write(data)
 
 
-def remove_stale_parts(folder: Path) -> list[Path]:
-    """Delete leftover `.*.part` temp files (from a killed writer) in `folder`; return them."""
+def remove_stale_parts(folder: Path, name: str | None = None) -> list[Path]:
+    """Delete leftover `.*.part` temp files (from a killed writer) in `folder`; return them.
+
+    With `name`, only the leftovers of writes to `folder/name` (for folders we do not own).
+    """
     removed = []
     if folder.is_dir():
-        for p in folder.glob(".*.part"):
+        for p in folder.glob(f".{glob.escape(name)}.*.part" if name else ".*.part"):
             _unlink_quiet(str(p))
             removed.append(p)
     return removed

@@ -1,0 +1,154 @@
+"""The whole pipeline, offline: keys -> import -> train -> compare -> export -> predict.
+
+Every socket is blocked (the autouse `no_network` fixture fails the test on any attempt) and
+no proxy is set. A canary word planted in the imported texts must appear in no file under
+EDGE_TL_HOME, the working directory, the temp directory or the export directory, except
+inside age-encrypted files; the `--vocab base` export must hold no private-only token.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import stat
+import string
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from click.testing import CliRunner
+
+from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
+from edge_tl.cli import cli
+from edge_tl.config import SPECIAL_TOKENS, ModelConfig
+from edge_tl.model import lm_state_keys
+from edge_tl.models import load_model
+
+POS = ["good", "great", "lovely", "superb", "fine"]
+NEG = ["bad", "awful", "boring", "poor", "dull"]
+FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "was", "a"]
+CONFIG = """
+stages = [1, 0, 0, 1]
+lm_frozen_epochs = 1
+lm_epochs = 1
+bs = 8
+lm_bs = 4
+bptt = 8
+max_len = 32
+min_freq = 1
+dtype = "fp32"
+lin_ftrs = [8]
+threads = 1
+"""
+AGE_MAGIC = b"age-encryption.org/v1"
+
+
+def _write_csv(path: Path, n: int, canary: str, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            lab = ("pos", "neg")[i % 2]
+            words = rng.choices(FILLER, k=10) + rng.choices(POS if lab == "pos" else NEG, k=3)
+            words += [canary] * 2  # frequent enough to enter the fine-tuned vocabulary
+            rng.shuffle(words)
+            w.writerow([" ".join(words), lab])
+
+
+def _tiny_base(path: Path) -> Path:
+    words = sorted(set(POS + NEG + FILLER))
+    vocab = SPECIAL_TOKENS + words + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS) - len(words))]
+    cfg = ModelConfig(vocab_size=len(vocab), emb_sz=8, n_hid=12, n_layers=2)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
+    sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
+    return pack_bundle(path, name="tiny", model_cfg=cfg, vocab=vocab, state_dict=sd,
+                       tokenizer=FASTAI_TOKENIZER, dtype="fp32",
+                       corpus={"description": "random", "license": "CC0-1.0"})  # fmt: skip
+
+
+def _scan(roots: list[Path], needles: list[bytes], skip: list[Path]) -> tuple[list[str], int]:
+    """Files (outside `skip`) whose bytes contain a needle; age files must be age files."""
+    hits, age_files = [], 0
+    for root in roots:
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if Path(dirpath, d) not in skip]
+            for fn in files:
+                p = Path(dirpath, fn)
+                if not p.is_file() or p.is_symlink():
+                    continue
+                blob = p.read_bytes()
+                if blob.startswith(AGE_MAGIC):
+                    age_files += 1  # ciphertext: the needles cannot show, but check anyway
+                hits += [f"{p}: {n!r}" for n in needles if n in blob]
+    return hits, age_files
+
+
+def test_whole_pipeline_offline_leaves_no_plaintext(
+    tmp_path, monkeypatch, edge_tl_home, no_network
+):
+    # Letters only, no character twice in a row: one token (digits split, "ccc" -> xxrep).
+    canary = "zq" + "".join(random.SystemRandom().sample(string.ascii_lowercase, 12)) + "zq"
+    src, cwd, scratch, exports = (tmp_path / d for d in ("src", "cwd", "tmp", "exports"))
+    for d in (src, cwd, scratch, exports):
+        d.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for var in ("ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    _write_csv(src / "train.csv", 60, canary, seed=1)
+    _write_csv(src / "test.csv", 30, canary, seed=2)
+    bundle = _tiny_base(src / "tiny.etlb")
+    (src / "tiny.toml").write_text(CONFIG, encoding="utf-8")
+    threads = torch.get_num_threads()
+    runner = CliRunner()
+
+    def ok(*args: str) -> str:
+        r = runner.invoke(cli, [str(a) for a in args])
+        assert r.exit_code == 0, (args, r.output)
+        return r.output
+
+    try:
+        ok("keys", "init", "--no-passphrase")
+        ok("base", "import", bundle, "--allow-unsigned")
+        ok("data", "import", src / "train.csv", "--name", "reviews")
+        ok("data", "import", src / "test.csv", "--name", "reviews-test")
+        ok("train", "--data", "reviews", "--base", "tiny", "--out", "m1",
+           "--config", src / "tiny.toml", "--quiet")  # fmt: skip
+        ev = json.loads(ok("evaluate", "m1", "--data", "reviews-test", "--json"))
+        assert 0.0 <= ev["accuracy"] <= 1.0
+        ok("compare", "--data", "reviews", "--test", "reviews-test", "--base", "tiny",
+           "--config", src / "tiny.toml", "--sizes", "12,24", "--seeds", "1",
+           "--quiet")  # fmt: skip
+        onnx_path = exports / "m1.onnx"
+        ok("export", "m1", "--out", onnx_path, "--vocab", "base", "--quantize", "int8")
+        ok("export", "m1", "--out", exports / "m1-full.onnx.age", "--encrypt")
+        pred = json.loads(ok("predict", onnx_path, "a good great movie", "--json"))
+    finally:
+        torch.set_num_threads(threads)
+
+    assert no_network == []  # zero connection or DNS attempts, not merely blocked ones
+    assert pred[0]["label"] in {"neg", "pos"} and abs(sum(pred[0]["probs"].values()) - 1) < 1e-4
+    assert (cwd / "compare-reviews" / "results.json").exists()  # compare wrote into the cwd
+    # The stored model holds the canary as a token (so the scans below can fail) ...
+    assert canary in load_model("m1").vocab
+    # ... but the base-vocabulary export does not, in its graph or its metadata.
+    proto = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert canary not in json.dumps(meta)
+    needles = [canary.encode(), canary.encode("utf-16-le"), canary[2:-2].encode()]
+    skip = [src]  # the user's own plaintext source files (import never deletes them)
+    hits, age_files = _scan([edge_tl_home, cwd, scratch, exports], needles, skip)
+    assert hits == []
+    assert age_files >= 4  # identity-protected vault, index, model and the encrypted export
+    # Permissions: keys, vault and models are 0600 files in 0700 folders.
+    for sub in ("keys", "vault", "models"):
+        folder = edge_tl_home / sub
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        for p in folder.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
