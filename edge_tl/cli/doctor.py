@@ -1,4 +1,4 @@
-"""`edge-tl doctor`: the hardware, the device profile and the resulting plan."""
+"""`edge-tl doctor`: the hardware, the device profile and the resulting plan; --check-store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..config import ModelConfig, from_dict, to_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
+from .keys import PASSPHRASE_FILE
 
 GiB = 2**30
 PLAN_MODES = ("lm_train", "clas_train")
@@ -20,8 +21,10 @@ def _load_base_config(path: str | None) -> tuple[ModelConfig, str]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"base config {path}: cannot read it as JSON ({e})",
-                          "give a JSON file with ModelConfig keys") from e
+        raise ConfigError(
+            f"base config {path}: cannot read it as JSON ({e})",
+            "give a JSON file with ModelConfig keys",
+        ) from e
     return from_dict(ModelConfig, data, f"base config {path}"), path
 
 
@@ -30,13 +33,39 @@ def _gib(n: int) -> str:
 
 
 @click.command()
-@click.option("--profile", "profile_arg", metavar="NAME|PATH",
-              help="Device profile to use instead of the auto-selected one.")
-@click.option("--base-config", metavar="PATH",
-              help="JSON ModelConfig of the base to plan for (default: the WT103 shape).")
+@click.option(
+    "--profile",
+    "profile_arg",
+    metavar="NAME|PATH",
+    help="Device profile to use instead of the auto-selected one.",
+)
+@click.option(
+    "--base-config",
+    metavar="PATH",
+    help="JSON ModelConfig of the base to plan for (default: the WT103 shape).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def doctor(profile_arg: str | None, base_config: str | None, as_json: bool) -> None:
-    """Show the hardware, the device profile and the resulting training plan."""
+@click.option(
+    "--check-store",
+    is_flag=True,
+    help="Instead: verify every file under EDGE_TL_HOME (exit 1 on any problem).",
+)
+@PASSPHRASE_FILE
+def doctor(
+    profile_arg: str | None,
+    base_config: str | None,
+    as_json: bool,
+    check_store: bool,
+    passphrase_file: Path | None,
+) -> None:
+    """Show the hardware, device profile and training plan; or verify the store (--check-store)."""
+    if check_store:
+        if profile_arg or base_config or as_json:
+            raise ConfigError(
+                "--check-store runs on its own", "drop --profile, --base-config and --json"
+            )
+        _check_store(passphrase_file)
+        return
     from ..device import choose_runtime, detect
     from ..planner import plan
     from ..profiles import auto_select, load_profile
@@ -58,15 +87,22 @@ def doctor(profile_arg: str | None, base_config: str | None, as_json: bool) -> N
                 "ram_available_gib": round(hw.ram_available / GiB, 1),
             },
             "profile": {**_profile_dict(profile), "auto_selected": auto},
-            "runtime": {"device": rt.device, "dtype": rt.dtype, "autocast": rt.autocast,
-                        "threads": rt.threads, "reason": rt.reason},
+            "runtime": {
+                "device": rt.device,
+                "dtype": rt.dtype,
+                "autocast": rt.autocast,
+                "threads": rt.threads,
+                "reason": rt.reason,
+            },
             "base": {"name": base_name, "config": to_dict(cfg)},
             "plans": {p.mode: p.to_dict() for p in plans},
         }
         click.echo(json.dumps(out, indent=2))
         return
-    cuda = ", ".join(f"{d.name} ({_gib(d.free_bytes)} free of {_gib(d.total_bytes)})"
-                     for d in hw.cuda) or "none"
+    cuda = (
+        ", ".join(f"{d.name} ({_gib(d.free_bytes)} free of {_gib(d.total_bytes)})" for d in hw.cuda)
+        or "none"
+    )
     bf16 = f"native ({', '.join(f for f in hw.isa if 'bf16' in f)})" if hw.cpu_bf16 else "no"
     lines = [
         "Hardware",
@@ -97,6 +133,35 @@ def doctor(profile_arg: str | None, base_config: str | None, as_json: bool) -> N
         )
         lines += [f"  warning: {w}" for w in p.warnings]
     click.echo("\n".join(lines))
+
+
+def _check_store(passphrase_file: Path | None) -> None:
+    """Run the store check, print one line per kind, then each problem with its fix."""
+    from .. import keys as keys_lib
+    from ..integrity import KINDS, check_store
+
+    if passphrase_file is not None:
+        keys_lib.set_passphrase_file(passphrase_file)
+        click.get_current_context().call_on_close(lambda: keys_lib.set_passphrase_file(None))
+    report = check_store()
+    lines = [f"Store       {report.home}"]
+    for kind in KINDS:
+        n, bad = report.checked[kind], len(report.problems_of(kind))
+        lines.append(
+            f"  {kind:11} {n} file{'s' * (n != 1)} checked"
+            + (f", {bad} problem{'s' * (bad != 1)}" if bad else ", ok")
+        )
+    lines += [f"  note        {note}" for note in report.notes]
+    for p in report.problems:
+        lines += [f"Problem     {report.relative(p.path)}: {p.what}", f"  fix       {p.fix}"]
+    click.echo("\n".join(lines))
+    n = len(report.problems)
+    if n:
+        raise StoreError(
+            f"the store {report.home} has {n} problem{'s' * (n != 1)}",
+            "fix each as its `fix` line says, then run `edge-tl doctor --check-store` again",
+        )
+    click.echo("Store OK: every file checked is intact and private")
 
 
 def _profile_dict(profile) -> dict:  # type: ignore[no-untyped-def]
