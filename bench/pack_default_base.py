@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--name", default="default")
     ap.add_argument("--valid-tokens", type=int, default=0, help="0 = the whole valid stream")
     ap.add_argument("--note", default="", help="a paragraph appended to the model card")
+    ap.add_argument("--hw-note", default="2 cores", help="how the CPU was shared, for the card")
     ap.add_argument("--tokens-seen", type=int, default=0,
                     help="override (when the batch size was changed on a resume)")
     a = ap.parse_args()
@@ -61,23 +62,28 @@ def main() -> None:
         t = time.time()
         ppl = evaluate_perplexity(model, valid, bs=32, bptt=cfg.bptt)
         print(f"held-out perplexity {ppl:.1f} on {len(valid):,} tokens ({time.time() - t:.0f}s)")
-    n_train = len(np.load(a.workdir / "tokens.npz")["train"])
+    train_ids = np.load(a.workdir / "tokens.npz")["train"]
+    n_train = len(train_ids)
+    # The context-free yardstick: an add-one unigram model fitted on the same training tokens.
+    counts = np.bincount(train_ids, minlength=len(vocab)).astype("float64") + 1.0
+    unigram_ppl = float(np.exp(-np.log(counts / counts.sum())[valid].mean()))
+    print(f"unigram perplexity on the same tokens: {unigram_ppl:.1f}")
     stats = {
         "steps": ck["step"],
         "tokens_seen": a.tokens_seen or ck["step"] * cfg.batch_size * cfg.bptt,
         "train_tokens_available": n_train,
         "valid_tokens": len(valid),
         "valid_perplexity": round(ppl, 2),
+        "unigram_perplexity": round(unigram_ppl, 2),
         "train_minutes": round(ck["elapsed"] / 60, 1),
         "config": json.loads((a.workdir / "config.json").read_text()),
     }
     result = PretrainResult(model_cfg=model_cfg, vocab=vocab,
                             state_dict={k: v for k, v in model.state_dict().items()}, stats=stats)
-    cmd = ("nohup nice -n 3 .venv/bin/python bench/pretrain_base.py --workdir /work/pretrain-small "
+    cmd = (f"nohup .venv/bin/python bench/pretrain_base.py --workdir {a.workdir} "
            f"--config '{json.dumps(stats['config'])}' && "
-           ".venv/bin/python bench/pack_default_base.py --workdir /work/pretrain-small")
-    hw = (f"{platform.machine()} CPU, 2 cores shared with other jobs (load 10+), "
-          f"torch {torch.__version__}")
+           f".venv/bin/python bench/pack_default_base.py --workdir {a.workdir}")
+    hw = f"{platform.machine()} CPU, {a.hw_note}, torch {torch.__version__}"
     card = model_card(a.name, result, GUTENBERG, cmd, hw) + (f"\n{a.note}\n" if a.note else "")
     out = pack_result(result, ASSETS / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()

@@ -365,14 +365,17 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     eval_bs = max(1, min(32, (len(vstream) - 1) // (cfg.bptt * 4)))
     ppl = evaluate_perplexity(model, vstream, bs=eval_bs, bptt=cfg.bptt, bf16=False)
     train_minutes = (elapsed + time.time() - start) / 60
+    # The yardstick a base must beat: the same counts as a context-free (unigram) model.
+    unigram_ppl = float(np.exp(-np.log(counts / counts.sum())[vstream].mean()))
     log(f"done: {step:,} steps, {step * tokens_per_step:,} tokens, "
-        f"{train_minutes:.1f} min, held-out perplexity {ppl:.1f}")
+        f"{train_minutes:.1f} min, held-out perplexity {ppl:.1f} (unigram {unigram_ppl:.1f})")
     stats = {
         "steps": step,
         "tokens_seen": step * tokens_per_step,
         "train_tokens_available": int(len(train)),
         "valid_tokens": int(len(vstream)),
         "valid_perplexity": round(ppl, 2),
+        "unigram_perplexity": round(unigram_ppl, 2),
         "train_minutes": round(train_minutes, 1),
         "config": to_dict(cfg),
         "history": history[-20:],
@@ -397,6 +400,9 @@ def model_card(name: str, result: PretrainResult, corpus_desc: dict[str, str], c
     """A Markdown model card: how the base was made and how good it is."""
     s = result.stats
     c = result.model_cfg
+    unigram = ""
+    if "unigram_perplexity" in s:
+        unigram = f"; a unigram model (no context) scores {s['unigram_perplexity']} there"
     return f"""# Base model card: {name}
 
 - Architecture: fastai AWD-LSTM, emb {c.emb_sz}, hidden {c.n_hid}, {c.n_layers} layers,
@@ -407,7 +413,7 @@ def model_card(name: str, result: PretrainResult, corpus_desc: dict[str, str], c
 - Tokens seen: {s['tokens_seen']:,} (of a {s['train_tokens_available']:,}-token training set)
 - Training time: {s['train_minutes']} min on {hardware}
 - Held-out perplexity: {s['valid_perplexity']} on {s['valid_tokens']:,} tokens of the corpus's
-  valid shard (books not in training)
+  valid shard (books not in training){unigram}
 - Command: `{command}`
 - Config: `{json.dumps(s['config'])}`
 """

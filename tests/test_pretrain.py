@@ -131,5 +131,6 @@ def test_pretrain_learns_context_not_just_word_frequencies(tmp_path):
     counts = np.bincount(z["train"], minlength=len(result.vocab)) + 1.0
     p = counts / counts.sum()
     unigram_ppl = math.exp(-float(np.log(p[z["valid"]]).mean()))
+    assert result.stats["unigram_perplexity"] == pytest.approx(unigram_ppl, rel=1e-3)
     assert result.stats["valid_perplexity"] < 0.5 * unigram_ppl, (
         result.stats["valid_perplexity"], unigram_ppl)
