@@ -63,6 +63,13 @@ def plain_lm(texts, cfg, args, state):
     from edge_tl.model import fastai_config
 
     df = pd.DataFrame({"text": texts})
+    fnames, path = None, Path("/tmp/edge_tl_bench")
+    if args.base:  # the stock fastai route: weights + vocab files, pretrained_fnames
+        from edge_tl.bases import load_base
+        from edge_tl.wt103 import unpack_to_fastai
+
+        wgts, itos = unpack_to_fastai(load_base(args.base), path / "models")
+        fnames = [wgts.stem, itos.stem]
     t0 = time.perf_counter()
     set_seed(args.seed)
     dls = DataBlock(blocks=TextBlock.from_df("text", is_lm=True, min_freq=3),
@@ -71,8 +78,8 @@ def plain_lm(texts, cfg, args, state):
     prep = time.perf_counter() - t0
     set_seed(args.seed)
     learn = language_model_learner(dls, AWD_LSTM, config=fastai_config(cfg, LM_DROPOUTS, True),
-                                   pretrained=False, drop_mult=0.3, metrics=[accuracy])
-    learn.path = Path("/tmp/edge_tl_bench")
+                                   pretrained=fnames is not None, pretrained_fnames=fnames,
+                                   drop_mult=0.3, metrics=[accuracy], path=path)  # fmt: skip
     tokens = len(dls.train) * args.bs * args.bptt
     t0 = time.perf_counter()
     learn.freeze()
@@ -162,7 +169,12 @@ def ours_lm(texts, cfg, args, state):
     tc = TrainConfig(arch=cfg, bptt=args.bptt, max_len=args.max_len, seed=args.seed,
                      dtype=args.dtype, checkpoint_minutes=1e9)  # fmt: skip
     run = Run(dtype=pick_dtype(tc, "cpu"), bs=args.bs, lm_bs=args.bs, progress=True)
-    lm = finetune_lm(texts, None, tc, run=run, docs=docs)
+    base = None
+    if args.base:
+        from edge_tl.bases import load_base
+
+        base = load_base(args.base)
+    lm = finetune_lm(texts, base, tc, run=run, docs=docs)
     state["ours_lm"], state["ours_docs"] = lm, docs
     torch.set_num_threads(plain_threads)
     return {"prep_s": prep, "wall_s": lm.seconds, "tokens": lm.tokens, "threads": threads,
@@ -245,6 +257,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=0, help="ours: 0 = auto_threads()")
+    ap.add_argument("--base", default=None, help="start both arms from this base (its shape)")
     ap.add_argument("--rss-profile", default="jetson-nano-4gb")
     ap.add_argument("--rss-steps", type=int, default=3)
     ap.add_argument("--rss-only", action="store_true")
@@ -260,13 +273,20 @@ def main() -> None:
 
     os.makedirs("/tmp/edge_tl_bench", exist_ok=True)
     res = {} if args.fresh or not PARTIAL.exists() else json.loads(PARTIAL.read_text())
-    setup = {k: getattr(args, k) for k in ("train", "test", "emb", "hid", "layers", "bs", "bptt",
-                                           "max_len", "dtype", "seed", "threads")}  # fmt: skip
+    keys = ("train", "test", "emb", "hid", "layers", "bs", "bptt", "max_len", "dtype", "seed",
+            "threads", "base")
+    setup = {k: getattr(args, k) for k in keys}
     if res.get("setup") != setup:
         res = {"setup": setup}
     texts, labels = load("train", args.train, args.seed)
     test = load("test", args.test, args.seed + 1)
     cfg = ModelConfig(vocab_size=8, emb_sz=args.emb, n_hid=args.hid, n_layers=args.layers)
+    if args.base:
+        from dataclasses import replace
+
+        from edge_tl.bases import base_info
+
+        cfg = replace(base_info(args.base).model_cfg, vocab_size=8)
     state: dict = {}
     res["threads"] = torch.get_num_threads()
     phases = [("plain_lm", lambda: plain_lm(texts, cfg, args, state)),
