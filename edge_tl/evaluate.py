@@ -114,3 +114,38 @@ def format_report(r: dict[str, Any]) -> str:
     for n, row in zip(names, r["confusion_matrix"], strict=True):
         lines.append(f"{n:<{w}}  " + "  ".join(f"{v:8d}" for v in row))
     return "\n".join(lines)
+
+
+def plot_png(r: dict[str, Any]) -> bytes:
+    """PNG of an evaluation: the confusion matrix and per-class precision/recall/F1."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    names, cm = list(r["labels"]), r["confusion_matrix"]
+    fig = Figure(figsize=(9, 4), dpi=110)
+    ax_cm, ax_f = fig.subplots(1, 2)
+    ax_cm.imshow(cm, cmap="Blues")
+    top = max((v for row in cm for v in row), default=0)
+    for i, row in enumerate(cm):
+        for j, v in enumerate(row):
+            ax_cm.text(j, i, str(v), ha="center", va="center",
+                       color="white" if v > top / 2 else "black")  # fmt: skip
+    ax_cm.set_xticks(range(len(names)), names)
+    ax_cm.set_yticks(range(len(names)), names)
+    ax_cm.set_xlabel("predicted")
+    ax_cm.set_ylabel("true")
+    ax_cm.set_title(f"{r.get('model', '')} on {r.get('data', '')}: accuracy {r['accuracy']:.3f}")
+    width = 0.27
+    for k, metric in enumerate(("precision", "recall", "f1")):
+        xs = [i + (k - 1) * width for i in range(len(names))]
+        ax_f.bar(xs, [r["per_class"][n][metric] for n in names], width, label=metric)
+    ax_f.set_xticks(range(len(names)), names)
+    ax_f.set_ylim(0, 1)
+    ax_f.set_title(f"per class (n = {r['n']:,})")
+    ax_f.legend(fontsize=8, loc="lower right")
+    ax_f.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

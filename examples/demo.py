@@ -52,7 +52,7 @@ def main() -> None:
     run("base", "list")
     run("train", "--data", "imdb-sample", "--base", "default", "--out", "sentiment", "--quiet")
     run("evaluate", "sentiment", "--data", "imdb-sample-test", "--json",
-        capture=DEMO / "evaluation.json")
+        "--plot", str(DEMO / "evaluation.png"), capture=DEMO / "evaluation.json")
     run("export", "sentiment", "--out", str(model), "--quantize", "int8")
     reviews = DEMO / "reviews.txt"
     reviews.write_text("\n".join(REVIEWS) + "\n", encoding="utf-8")
@@ -60,6 +60,7 @@ def main() -> None:
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min.")
     print(f"  store (keys, encrypted data and model): {DEMO / 'home'}")
     print(f"  evaluation on the 500 held-out reviews:  {DEMO / 'evaluation.json'}")
+    print(f"  its plot (confusion matrix, P/R/F1):     {DEMO / 'evaluation.png'}")
     print(f"  ONNX classifier (int8, onnxruntime only): {model}")
 
 

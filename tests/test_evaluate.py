@@ -117,3 +117,20 @@ def test_cli_evaluate_errors() -> None:
     assert res.exit_code == 1
     assert res.output.strip() == ("Error: no model named 'nope'. run `edge-tl models list` to "
                                   "see them")  # fmt: skip
+
+
+def test_cli_evaluate_plot(tmp_path) -> None:
+    keys.init_identity(None)
+    save_model(_model())
+    texts, labels = _texts(25)
+    data.save_dataset("ev_data", texts, labels)
+    png = tmp_path / "ev.png"
+    res = CliRunner().invoke(cli, ["evaluate", "ev", "--data", "ev_data", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    blob = png.read_bytes()
+    assert blob.startswith(b"\x89PNG\r\n\x1a\n") and len(blob) > 5000
+    assert texts[0].encode() not in blob  # numbers only, never the evaluated text
+    res = CliRunner().invoke(cli, ["evaluate", "ev", "--data", "ev_data", "--plot",
+                                   str(tmp_path / "missing" / "ev.png")])  # fmt: skip
+    assert res.exit_code == 1
+    assert res.output.startswith(f"Error: folder {tmp_path / 'missing'} does not exist")

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from edge_tl import data, keys
 from edge_tl.checkpoint import checkpoint_path, load_checkpoint
 from edge_tl.cli import cli
+from edge_tl.integrity import check_store
 from edge_tl.models import load_model, model_path, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,10 @@ def test_kill_9_at_a_random_point_of_training_then_resume(seed, tmp_path, edge_t
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    # Whatever the point: a stored model is complete, a checkpoint loads, nothing half-written.
+    # Whatever the point: a stored model is complete, a checkpoint loads, and the only thing
+    # `doctor --check-store` may find is the killed writer's temp file.
+    after_kill = check_store()
+    assert all(p.path.name.endswith(".part") for p in after_kill.problems), after_kill.problems
     finished = model_path("r").exists()
     if finished:
         assert load_model("r").labels == ["neg", "pos"]
@@ -93,6 +97,7 @@ def test_kill_9_at_a_random_point_of_training_then_resume(seed, tmp_path, edge_t
     assert m.labels == ["neg", "pos"] and m.train_config["stages"] == [1, 1, 2]
     assert not checkpoint_path("r").exists()
     assert _no_parts(edge_tl_home) == []  # the next write of each folder cleaned up
+    assert check_store().problems == []
 
 
 def test_full_disk_while_checkpointing(tmp_path, edge_tl_home, monkeypatch):
@@ -120,6 +125,7 @@ def test_full_disk_while_checkpointing(tmp_path, edge_tl_home, monkeypatch):
     assert last.startswith("Error: no space left on the device while writing ")
     assert last.endswith("free some disk space and run the command again; nothing partial was kept")
     assert _no_parts(edge_tl_home) == [] and not model_path("r").exists()
+    assert check_store().problems == []  # nothing partial, nothing broken
     before = load_checkpoint("r").position  # the last checkpoint that fitted is intact
     monkeypatch.setattr(os, "fsync", real_fsync)
     res = runner.invoke(cli, ["train", "--resume", "r", "--quiet"])

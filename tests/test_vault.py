@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from edge_tl import data, keys, vault
 from edge_tl.cli import cli
 from edge_tl.errors import DataError, DecryptError, EdgeTLError
+from edge_tl.integrity import check_store
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "vault-format.md"
 KAT_ID = "000102030405060708090a0b0c0d0e0f"
@@ -303,6 +304,8 @@ def test_kill_9_during_import_leaves_no_partial_vault(device, tmp_path):
         assert names in ([], ["big"])
         for p in folder.glob("*.age"):  # every finished vault file decrypts completely
             keys.decrypt_on_device(p.read_bytes(), p.name)
+        # `doctor --check-store` finds nothing but the killed writer's temp file, if any.
+        assert all(p.path.name.endswith(".part") for p in check_store().problems)
         if names:
             assert len(data.open_dataset("big")) == 40_000
             data.remove_dataset("big")

@@ -102,11 +102,20 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
 @click.argument("model")
 @click.option("--data", "data_name", required=True, help="Vault dataset with labelled rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a PNG: confusion matrix and per-class P/R/F1.")
 @PASSPHRASE_FILE
-def evaluate(model: str, data_name: str, as_json: bool, passphrase_file: Path | None) -> None:
+def evaluate(model: str, data_name: str, as_json: bool, plot: Path | None,
+             passphrase_file: Path | None) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of MODEL on --data."""
-    from ..evaluate import evaluate_model, format_report
+    from ..evaluate import evaluate_model, format_report, plot_png
+    from ..fsutil import atomic_write
 
     _passphrase(passphrase_file)
     r = evaluate_model(model, data_name)
+    if plot is not None:
+        if not plot.parent.is_dir():
+            raise ConfigError(f"folder {plot.parent} does not exist",
+                              "create it or pick another --plot")
+        atomic_write(plot, plot_png(r), 0o644)  # counts and scores only, no text
     click.echo(json.dumps(r, indent=2) if as_json else format_report(r))
