@@ -330,8 +330,10 @@ def main() -> None:
 def print_table(res: dict) -> None:
     """Markdown table of the figures."""
     s = res["setup"]
-    print(f"\nIMDb {s['train']} train / {s['test']} test reviews; AWD-LSTM emb {s['emb']}, "
-          f"hidden {s['hid']}, {s['layers']} layers, random init; bs {s['bs']}, bptt {s['bptt']}")
+    shape = (f"base {s['base']!r} (its shape)" if s.get("base") else
+             f"AWD-LSTM emb {s['emb']}, hidden {s['hid']}, {s['layers']} layers, random init")
+    print(f"\nIMDb {s['train']} train / {s['test']} test reviews; {shape}; bs {s['bs']}, "
+          f"bptt {s['bptt']}")
     print("| phase | plain fastai tok/s | edge_tl tok/s | speed-up | plain wall s "
           "| edge_tl wall s |")
     print("| --- | --- | --- | --- | --- | --- |")

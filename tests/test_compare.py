@@ -14,35 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from tinydata import FILLER, NEG, POS, TRANSFER_TOML, tiny_base
 
 from edge_tl import baseline, keys, report
 from edge_tl import train as train_mod
 from edge_tl.bases import import_base
-from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
 from edge_tl.cli import cli
 from edge_tl.compare import ComparePlan, Speed, Unit, fit_budget, plan_seconds, unit_seconds
-from edge_tl.config import SPECIAL_TOKENS, ModelConfig
 from edge_tl.data import save_dataset
 from edge_tl.errors import ConfigError
-from edge_tl.model import lm_state_keys
 
 CANARY = "zqxcanaryzqx"
-POS = ["good", "great", "lovely", "superb", "fine"]
-NEG = ["bad", "awful", "boring", "poor", "dull"]
-FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "was", "a"]
-CONFIG = """
-stages = [1, 0, 0, 1]
-lm_frozen_epochs = 1
-lm_epochs = 1
-bs = 8
-lm_bs = 4
-bptt = 8
-max_len = 32
-min_freq = 1
-dtype = "fp32"
-lin_ftrs = [8]
-threads = 1
-"""
+CONFIG = TRANSFER_TOML
 
 
 def _texts(rng: random.Random, n: int, label: str | None) -> list[str]:
@@ -72,16 +55,7 @@ def tiny_setup(tmp_path: Path) -> Iterator[Path]:
         t_texts += _texts(rng, 1, lab)
         t_labels.append(lab)
     save_dataset("tiny-test", t_texts, t_labels)
-    words = sorted(set(POS + NEG + FILLER))
-    vocab = SPECIAL_TOKENS + words + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS) - len(words))]
-    cfg = ModelConfig(vocab_size=len(vocab), emb_sz=8, n_hid=12, n_layers=2)
-    g = torch.Generator().manual_seed(0)
-    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
-    sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
-    b = pack_bundle(tmp_path / "tiny.etlb", name="tiny", model_cfg=cfg, vocab=vocab,
-                    state_dict=sd, tokenizer=FASTAI_TOKENIZER,
-                    corpus={"description": "random", "license": "CC0-1.0"},
-                    dtype="fp32")  # fmt: skip
+    b = tiny_base(tmp_path / "tiny.etlb")
     assert import_base(b, allow_unsigned=True) == "tiny"
     (tmp_path / "tiny.toml").write_text(CONFIG, encoding="utf-8")
     threads = torch.get_num_threads()

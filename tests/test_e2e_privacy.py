@@ -20,29 +20,11 @@ from pathlib import Path
 import onnx
 import torch
 from click.testing import CliRunner
+from tinydata import FILLER, NEG, POS, TRANSFER_TOML, tiny_base
 
-from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
 from edge_tl.cli import cli
-from edge_tl.config import SPECIAL_TOKENS, ModelConfig
-from edge_tl.model import lm_state_keys
 from edge_tl.models import load_model
 
-POS = ["good", "great", "lovely", "superb", "fine"]
-NEG = ["bad", "awful", "boring", "poor", "dull"]
-FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "and", "was", "a"]
-CONFIG = """
-stages = [1, 0, 0, 1]
-lm_frozen_epochs = 1
-lm_epochs = 1
-bs = 8
-lm_bs = 4
-bptt = 8
-max_len = 32
-min_freq = 1
-dtype = "fp32"
-lin_ftrs = [8]
-threads = 1
-"""
 AGE_MAGIC = b"age-encryption.org/v1"
 
 
@@ -57,18 +39,6 @@ def _write_csv(path: Path, n: int, canary: str, seed: int) -> None:
             words += [canary] * 2  # frequent enough to enter the fine-tuned vocabulary
             rng.shuffle(words)
             w.writerow([" ".join(words), lab])
-
-
-def _tiny_base(path: Path) -> Path:
-    words = sorted(set(POS + NEG + FILLER))
-    vocab = SPECIAL_TOKENS + words + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS) - len(words))]
-    cfg = ModelConfig(vocab_size=len(vocab), emb_sz=8, n_hid=12, n_layers=2)
-    g = torch.Generator().manual_seed(0)
-    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
-    sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
-    return pack_bundle(path, name="tiny", model_cfg=cfg, vocab=vocab, state_dict=sd,
-                       tokenizer=FASTAI_TOKENIZER, dtype="fp32",
-                       corpus={"description": "random", "license": "CC0-1.0"})  # fmt: skip
 
 
 def _scan(roots: list[Path], needles: list[bytes], skip: list[Path]) -> tuple[list[str], int]:
@@ -103,8 +73,8 @@ def test_whole_pipeline_offline_leaves_no_plaintext(
         monkeypatch.delenv(var, raising=False)
     _write_csv(src / "train.csv", 60, canary, seed=1)
     _write_csv(src / "test.csv", 30, canary, seed=2)
-    bundle = _tiny_base(src / "tiny.etlb")
-    (src / "tiny.toml").write_text(CONFIG, encoding="utf-8")
+    bundle = tiny_base(src / "tiny.etlb")
+    (src / "tiny.toml").write_text(TRANSFER_TOML, encoding="utf-8")
     threads = torch.get_num_threads()
     runner = CliRunner()
 

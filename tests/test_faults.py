@@ -15,6 +15,9 @@ from pathlib import Path
 import onnx
 import pytest
 from click.testing import CliRunner
+from test_export import tiny_model
+from tinydata import SCRATCH_TOML as TOML
+from tinydata import scratch_texts as _texts
 
 from edge_tl import data, keys
 from edge_tl.checkpoint import checkpoint_path, load_checkpoint
@@ -23,34 +26,8 @@ from edge_tl.integrity import check_store
 from edge_tl.models import load_model, model_path, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from test_export import tiny_model  # noqa: E402
 
-TOML = """
-[train]
-bs = 4
-lm_bs = 4
-bptt = 16
-max_len = 64
-min_freq = 1
-dtype = "fp32"
-lin_ftrs = [8]
-stages = [1, 1, 2]
-lm_frozen_epochs = 0
-scratch_lm = true
-checkpoint_minutes = 0.0
-arch = {vocab_size = 8, emb_sz = 16, n_hid = 32, n_layers = 2}
-"""
 CHILD = "import sys; from edge_tl.cli import main; sys.argv[0] = 'edge-tl'; main()"
-
-
-def _texts(n: int) -> tuple[list[str], list[str]]:
-    rng = random.Random(5)
-    words = {"pos": "good great fine".split(), "neg": "bad awful poor".split()}
-    labels = [("pos", "neg")[i % 2] for i in range(n)]
-    texts = [" ".join(rng.choice(words[lab] + ["the", "film", "a"]) for _ in range(20))
-             for lab in labels]  # fmt: skip
-    return texts, labels
 
 
 def _child(args: list[str], home: Path, cwd: Path) -> subprocess.Popen:

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tinydata import SCRATCH_TOML as TOML
+from tinydata import scratch_texts as _texts
 
 from edge_tl import data, keys
 from edge_tl.checkpoint import (
@@ -32,32 +34,6 @@ from edge_tl.errors import ModelError
 from edge_tl.models import load_model, model_path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOML = """
-[train]
-bs = 4
-lm_bs = 4
-bptt = 16
-max_len = 64
-min_freq = 1
-dtype = "fp32"
-lin_ftrs = [8]
-stages = [1, 1, 2]
-lm_frozen_epochs = 0
-scratch_lm = true
-checkpoint_minutes = 0.0
-arch = {vocab_size = 8, emb_sz = 16, n_hid = 32, n_layers = 2}
-"""
-
-
-def _texts(n: int) -> tuple[list[str], list[str]]:
-    rng = random.Random(5)
-    words = {"pos": "good great fine".split(), "neg": "bad awful poor".split()}
-    labels = [("pos", "neg")[i % 2] for i in range(n)]
-    texts = [" ".join(rng.choice(words[lab] + ["the", "film", "a"]) for _ in range(20))
-             for lab in labels]  # fmt: skip
-    return texts, labels
-
-
 def _ckpt(name: str = "r", fp: str = "fp") -> Checkpoint:
     torch.manual_seed(0)
     w = torch.nn.Linear(3, 2)
