@@ -28,6 +28,8 @@ from edge_tl.pretrain import (
     evaluate_perplexity,
     model_card,
     pack_result,
+    unigram_log_probs,
+    unigram_perplexity,
 )
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
@@ -64,9 +66,7 @@ def main() -> None:
         print(f"held-out perplexity {ppl:.1f} on {len(valid):,} tokens ({time.time() - t:.0f}s)")
     train_ids = np.load(a.workdir / "tokens.npz")["train"]
     n_train = len(train_ids)
-    # The context-free yardstick: an add-one unigram model fitted on the same training tokens.
-    counts = np.bincount(train_ids, minlength=len(vocab)).astype("float64") + 1.0
-    unigram_ppl = float(np.exp(-np.log(counts / counts.sum())[valid].mean()))
+    unigram_ppl = unigram_perplexity(unigram_log_probs(train_ids, len(vocab)), valid)
     print(f"unigram perplexity on the same tokens: {unigram_ppl:.1f}")
     stats = {
         "steps": ck["step"],

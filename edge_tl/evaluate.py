@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import DataError
@@ -149,3 +150,16 @@ def plot_png(r: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def save_plot(r: dict[str, Any], path: Path) -> Path:
+    """Write plot_png(r) to `path` atomically (counts and scores only, never text)."""
+    from .errors import ConfigError
+    from .fsutil import atomic_write
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist",
+                          "create it or pick another --plot")
+    atomic_write(path, plot_png(r), 0o644)
+    return path

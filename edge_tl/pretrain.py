@@ -176,6 +176,21 @@ def numericalize(token_lists: list[list[str]], vocab: list[str]):
     return np.asarray(ids, dtype=np.int32)
 
 
+def unigram_log_probs(train, n_vocab: int):
+    """Add-one smoothed log unigram probabilities of a token-id stream (float64 array)."""
+    import numpy as np
+
+    counts = np.bincount(train, minlength=n_vocab).astype("float64") + 1.0
+    return np.log(counts / counts.sum())
+
+
+def unigram_perplexity(log_probs, stream) -> float:
+    """Perplexity of a context-free (unigram) model on `stream`: the yardstick a base must beat."""
+    import numpy as np
+
+    return float(np.exp(-log_probs[stream].mean()))
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -265,7 +280,6 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
              valid: list[Path] | None = None, max_minutes: float | None = None,
              log: Callable[[str], None] = print) -> PretrainResult | None:
     """Train (or resume) a base LM in `workdir`; returns None if stopped by `max_minutes`."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -292,8 +306,8 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     # Adam's first steps push the last LSTM layer to a saturated constant that encodes the
     # unigram distribution through the tied decoder; gradients then vanish and the loss sits
     # at the unigram entropy for good (the first shipped base, perplexity 411, did exactly that).
-    counts = np.bincount(train, minlength=len(vocab)).astype("float64") + 1.0
-    model[1].decoder.bias.data = torch.from_numpy(np.log(counts / counts.sum())).float()
+    prior = unigram_log_probs(train, len(vocab))
+    model[1].decoder.bias.data = torch.from_numpy(prior).float()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
     tokens_per_step = cfg.batch_size * cfg.bptt
@@ -365,8 +379,7 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     eval_bs = max(1, min(32, (len(vstream) - 1) // (cfg.bptt * 4)))
     ppl = evaluate_perplexity(model, vstream, bs=eval_bs, bptt=cfg.bptt, bf16=False)
     train_minutes = (elapsed + time.time() - start) / 60
-    # The yardstick a base must beat: the same counts as a context-free (unigram) model.
-    unigram_ppl = float(np.exp(-np.log(counts / counts.sum())[vstream].mean()))
+    unigram_ppl = unigram_perplexity(prior, vstream)
     log(f"done: {step:,} steps, {step * tokens_per_step:,} tokens, "
         f"{train_minutes:.1f} min, held-out perplexity {ppl:.1f} (unigram {unigram_ppl:.1f})")
     stats = {

@@ -108,14 +108,10 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
 def evaluate(model: str, data_name: str, as_json: bool, plot: Path | None,
              passphrase_file: Path | None) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of MODEL on --data."""
-    from ..evaluate import evaluate_model, format_report, plot_png
-    from ..fsutil import atomic_write
+    from ..evaluate import evaluate_model, format_report, save_plot
 
     _passphrase(passphrase_file)
     r = evaluate_model(model, data_name)
     if plot is not None:
-        if not plot.parent.is_dir():
-            raise ConfigError(f"folder {plot.parent} does not exist",
-                              "create it or pick another --plot")
-        atomic_write(plot, plot_png(r), 0o644)  # counts and scores only, no text
+        save_plot(r, plot)
     click.echo(json.dumps(r, indent=2) if as_json else format_report(r))
