@@ -10,6 +10,12 @@ Kill it at any time and run the same command again: finished units are skipped.
 
     nohup nice -n 10 .venv/bin/python bench/compare_imdb.py > /work/compare-imdb.log 2>&1 &
     .venv/bin/python bench/compare_imdb.py --dry-run          # plan and time estimate only
+
+The semi curve of the README (its own --out and --work; a 5k sample of the unlabelled reviews):
+
+    nohup nice -n 10 .venv/bin/python bench/compare_imdb.py --protocol semi --arms transfer,tfidf \
+        --sizes 500,1000,2500,5000 --seeds 1 --unsup-rows 5000 \
+        --out bench/results/compare-semi --work ../compare-home/compare-semi > ../semi.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", type=Path, default=HOME, help="EDGE_TL_HOME of this benchmark")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="shared LM, checkpoints and lock (default HOME/compare); one per --out")
     ap.add_argument("--base", default="default")
     ap.add_argument("--sizes", default="500,1000,2500,5000,10000,20000")
     ap.add_argument("--seeds", type=int, default=3)
@@ -92,7 +100,7 @@ def main() -> None:
     )  # fmt: skip
     doc = run_compare(plan, cfg, a.out, profile=prof, budget_minutes=a.budget_minutes,
                       dry_run=a.dry_run, progress=a.progress,
-                      echo=lambda m: print(m, flush=True), work=a.home / "compare")  # fmt: skip
+                      echo=lambda m: print(m, flush=True), work=a.work or a.home / "compare")  # fmt: skip
     if not a.dry_run:
         print((a.out / "table.md").read_text(), flush=True)
     print(f"{len(doc['runs'])} runs recorded in {a.out / 'results.json'}", flush=True)

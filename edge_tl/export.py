@@ -1,11 +1,14 @@
-"""Export a trained classifier as one self-contained ONNX file (format: docs/onnx-format.md)."""
+"""Export a trained classifier as ONNX (format: docs/onnx-format.md): one self-contained file,
+or, with `external_data`, the graph plus a `.data` weights file onnxruntime maps into memory."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
+import struct
 import tempfile
 import warnings
 from datetime import UTC, datetime
@@ -16,6 +19,7 @@ from .config import to_dict
 from .errors import ExportError
 from .fsutil import atomic_write, remove_stale_parts
 from .models import TrainedModel
+from .predict import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
 from .tokenize import SPECIAL_TOKENS, tokenizer_spec
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
@@ -23,6 +27,7 @@ FORMAT_VERSION = 1
 OPSET = 17
 DEFAULT_BPTT = 72
 DEFAULT_MAX_LEN = 72 * 20
+EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the graph file
 
 
 def edge_tl_version() -> str:
@@ -240,6 +245,41 @@ def _quantize_int8(proto):
     return out
 
 
+def data_header(digest: bytes) -> bytes:
+    """The 4096-byte header of an external-data file whose tensor region hashes to `digest`."""
+    if len(digest) != 32:
+        raise ValueError("digest must be a 32-byte sha256")
+    head = DATA_MAGIC + struct.pack("<I", DATA_VERSION) + bytes(4) + digest
+    return head + bytes(DATA_ALIGN - len(head))
+
+
+def split_external(onnx_bytes: bytes, location: str) -> tuple[bytes, bytes]:
+    """(graph file, data file) of the external-data layout for a serialised export."""
+    import onnx
+    from onnx import TensorProto
+
+    if not location or Path(location).name != location or location in (".", ".."):
+        raise ExportError(f"external data file name {location!r} is not a plain file name")
+    proto = onnx.load_from_string(onnx_bytes)
+    region = bytearray()
+    for init in proto.graph.initializer:
+        raw = init.raw_data
+        if len(raw) < EXTERNAL_MIN_BYTES:
+            continue
+        region += bytes(-len(region) % DATA_ALIGN)  # page-align every tensor
+        offset = DATA_ALIGN + len(region)
+        region += raw
+        init.ClearField("raw_data")
+        init.data_location = TensorProto.EXTERNAL
+        del init.external_data[:]
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+            init.external_data.add(key=k, value=v)
+    digest = hashlib.sha256(region).digest()
+    desc = {"location": location, "size": DATA_ALIGN + len(region), "sha256": digest.hex()}
+    proto.metadata_props.add(key="edge_tl.external_data", value=json.dumps(desc))
+    return proto.SerializeToString(), data_header(digest) + bytes(region)
+
+
 def export_onnx(
     model: TrainedModel,
     out: Path,
@@ -247,29 +287,47 @@ def export_onnx(
     quantize: str | None = None,
     encrypt: bool = False,
     vocab: str = "full",
+    external_data: bool = False,
 ) -> Path:
-    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab on request)."""
+    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data)."""
     out = Path(out)
     if not out.parent.is_dir():
         raise ExportError(f"folder {out.parent} does not exist", "create it or pick another --out")
+    if encrypt and external_data:
+        raise ExportError(
+            "--encrypt and --external-data do not go together: an encrypted export is one file "
+            "that is decrypted in memory", "drop one of the two flags",
+        )
     data = to_onnx_bytes(model, quantize=quantize, vocab=vocab)
     if encrypt:
         from .keys import encrypt_for_device
 
         data = encrypt_for_device(data)
+    weights = None
+    if external_data:
+        data, weights = split_external(data, f"{out.name}.data")
     # A killed earlier export of this file left its temp copy: drop it (only ours, by name).
     remove_stale_parts(out.parent, out.name)
     # Private by default: even a plaintext export holds the fine-tuned vocabulary.
+    if weights is not None:
+        # Weights first: a kill between the two writes leaves a pair that predict rejects by
+        # its digest, never a graph silently reading another export's weights.
+        remove_stale_parts(out.parent, f"{out.name}.data")
+        atomic_write(out.with_name(f"{out.name}.data"), weights, mode=0o600)
     atomic_write(out, data, mode=0o600)
     return out
 
 
 __all__ = [
+    "DATA_ALIGN",
+    "DATA_MAGIC",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "build_metadata",
+    "data_header",
     "export_onnx",
     "fastai_classifier",
+    "split_external",
     "stateless_wrapper",
     "to_onnx_bytes",
 ]

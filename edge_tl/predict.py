@@ -6,6 +6,7 @@ This module must never import torch, fastai or spacy (tests check sys.modules).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ _ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # Rows of similar length go together so little compute is spent on padding.
 MAX_BATCH = 32
 MAX_BATCH_TOKENS = 32 * 512
+# External-data layout (docs/onnx-format.md, "External-data variant").
+DATA_MAGIC = b"ETLXDAT1"
+DATA_VERSION = 1
+DATA_ALIGN = 4096  # header size and tensor alignment: page-aligned, so onnxruntime can mmap
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class ModelMeta:
     vocab: list[str]
     tokenizer: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    external_data: dict[str, Any] | None = None
 
 
 def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
@@ -89,7 +95,44 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
         raise ExportError("model metadata: edge_tl.vocab repeats a special token")
     tokenizer = _json(props, "edge_tl.tokenizer", dict, "an object")
     provenance = _json(props, "edge_tl.provenance", dict, "an object")
-    return ModelMeta(version, labels, vocab, tokenizer, provenance)
+    ext = None
+    if "edge_tl.external_data" in props:
+        ext = _json(props, "edge_tl.external_data", dict, "an object")
+        loc, size, digest = ext.get("location"), ext.get("size"), ext.get("sha256")
+        plain = isinstance(loc, str) and loc not in ("", ".", "..") and not re.search(r"[/\\]", loc)
+        if not (plain and isinstance(size, int) and not isinstance(size, bool)
+                and size >= DATA_ALIGN and isinstance(digest, str)
+                and re.fullmatch(r"[0-9a-f]{64}", digest)):  # fmt: skip
+            raise ExportError("model metadata: edge_tl.external_data must name a file beside "
+                              "the model, its size and its sha256", "re-export the model")
+    return ModelMeta(version, labels, vocab, tokenizer, provenance, ext)
+
+
+def check_external_data(model_path: Path, ext: Mapping[str, Any]) -> Path:
+    """The data file of an external-data export, after checking it belongs to this graph."""
+    data = Path(model_path).with_name(ext["location"])
+    try:
+        with data.open("rb") as f:
+            head = f.read(DATA_ALIGN)
+            size = f.seek(0, 2)
+    except OSError as e:
+        raise ExportError(
+            f"cannot read {data}, the weights of {model_path} ({e.strerror})",
+            "keep the .data file beside the model, or export again",
+        ) from e
+    if head[:8] != DATA_MAGIC or len(head) < 48:
+        raise ExportError(f"{data} is not an edge_tl weights file",
+                          "export the model again and copy both files")  # fmt: skip
+    version = int.from_bytes(head[8:12], "little")
+    if version != DATA_VERSION:
+        raise ExportError(f"{data} is weights format {version}; this edge_tl reads {DATA_VERSION}",
+                          "re-export the model with this edge_tl")  # fmt: skip
+    if head[16:48].hex() != ext["sha256"] or size != ext["size"]:
+        raise ExportError(
+            f"{data} does not belong to {model_path} (another export's weights, or a truncated "
+            "or edited copy)", "export the model again and copy both files together",
+        )
+    return data
 
 
 def read_model_bytes(path: Path | str) -> bytes:
@@ -143,11 +186,21 @@ class Classifier:
         try:
             self._sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
         except _ort_errors() as e:
+            if "external" in str(e).lower():
+                raise ExportError(
+                    f"the weights file that {self.path} refers to is missing or unreadable",
+                    "keep its .data file beside the model, or export again",
+                ) from e
             raise ExportError(
                 f"{self.path} is not a readable ONNX model (corrupted or not a model file)",
                 "re-export it with `edge-tl export`",
             ) from e
         self.meta = read_metadata(self._sess.get_modelmeta().custom_metadata_map)
+        if self.meta.external_data is not None:
+            if isinstance(src, bytes):
+                raise ExportError(f"{self.path}: an encrypted export cannot use external data",
+                                  "re-export it with `edge-tl export`")  # fmt: skip
+            check_external_data(self.path, self.meta.external_data)
         self._check_graph()
         self.labels = list(self.meta.labels)
         self._encoder = Encoder(tokenizer_from_spec(self.meta.tokenizer), self.meta.vocab)
@@ -236,5 +289,6 @@ class Classifier:
 
 
 __all__ = [
-    "Classifier", "ModelMeta", "Prediction", "model_source", "read_metadata", "read_model_bytes",
+    "Classifier", "ModelMeta", "Prediction", "check_external_data", "model_source",
+    "read_metadata", "read_model_bytes",
 ]

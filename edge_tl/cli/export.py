@@ -1,4 +1,4 @@
-"""`edge-tl export`: write a trained model as one self-contained ONNX file."""
+"""`edge-tl export`: write a trained model as ONNX (one file, or graph + weights file)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,20 @@ import click
 @click.option("--vocab", "vocab_mode", type=click.Choice(["full", "base"]), default="full",
               show_default=True,
               help="base: drop every token not in the base's vocabulary (no private-only words).")
-def export(model: str, out: Path, quantize: str | None, encrypt: bool, vocab_mode: str) -> None:
+@click.option("--external-data", is_flag=True,
+              help="Weights in OUT.data beside the graph: faster start (memory-mapped), two files.")
+def export(model: str, out: Path, quantize: str | None, encrypt: bool, vocab_mode: str,
+           external_data: bool) -> None:  # fmt: skip
     """Export trained model MODEL (a store name) to ONNX for `edge-tl predict`."""
     from ..export import export_onnx
     from ..models import load_model
 
     trained = load_model(model)
-    path = export_onnx(trained, out, quantize=quantize, encrypt=encrypt, vocab=vocab_mode)
+    path = export_onnx(trained, out, quantize=quantize, encrypt=encrypt, vocab=vocab_mode,
+                       external_data=external_data)  # fmt: skip
     size = path.stat().st_size / 2**20
     notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
+    if external_data:
+        data = path.with_name(f"{path.name}.data")
+        notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB")
     click.echo(f"Exported {model} to {path} ({size:.1f} MiB, {', '.join(notes)})")
