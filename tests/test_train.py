@@ -224,3 +224,39 @@ def test_resolve_config_order() -> None:
     cfg = resolve_config(prof, {"max_len": 256})
     assert cfg.bptt == prof.bptt and cfg.max_len == 256 and cfg.stages == (1, 1, 1, 2)
     assert resolve_config(None, {}).bptt == 72
+
+
+@pytest.mark.parametrize("through_rnn", [False, True])
+def test_frozen_lm_stage_skips_backward_through_the_lstms(monkeypatch, through_rnn: bool) -> None:
+    """Frozen stage: the tied embedding trains (via the decoder), the LSTMs see no backward
+    unless lm_frozen_through_rnn asks for fastai's exact recipe; the unfrozen stage always."""
+    import edge_tl.model
+    from edge_tl.train import TrainConfig, finetune_lm
+
+    calls = {"frozen": 0, "unfrozen": 0}
+    seen = {}
+    real = edge_tl.model.build_lm
+
+    def spy(*a, **k):
+        m = real(*a, **k)
+        seen["model"] = m
+
+        def hook(mod, gin, gout):
+            frozen = not next(m[0].rnns[0].parameters()).requires_grad
+            calls["frozen" if frozen else "unfrozen"] += 1
+
+        m[0].rnns[0].register_full_backward_hook(hook)
+        return m
+
+    monkeypatch.setattr(edge_tl.model, "build_lm", spy)
+    base = tiny_base()
+    texts, _ = make_texts(20)
+    cfg = TrainConfig(lm_frozen_epochs=1, lm_epochs=1, min_freq=1, bptt=16, lm_bs=4,
+                      dtype="fp32", lm_frozen_through_rnn=through_rnn)  # fmt: skip
+    lm = finetune_lm(texts, base, cfg)
+    assert (calls["frozen"] > 0) == through_rnn
+    assert calls["unfrozen"] > 0
+    i = lm.vocab.index("good")
+    assert not torch.equal(lm.encoder_state["encoder.weight"][i],
+                           base.state_dict["0.encoder.weight"][base.vocab.index("good")])  # fmt: skip
+    assert not any(h for h in seen["model"][0].encoder_dp._forward_hooks.values())  # cut removed
