@@ -627,6 +627,9 @@ def run_compare(
             "lm_data": {n: d.fingerprint for n, d in lm_sets.items()},
             "train_config": _train.config_dict(cfg),
         }  # fmt: skip
+        if old.get("train_config") is not None:
+            # Results from before lm_frozen_through_rnn existed were trained fastai's way.
+            old["train_config"] = {"lm_frozen_through_rnn": True, **old["train_config"]}
         check_setup(old or None, setup, out)
         doc.update(setup=setup, plan=plan.to_dict(), versions=versions(),
                    estimate={"seconds": seconds(plan), "tokens_per_text": tpd,

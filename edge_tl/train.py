@@ -31,9 +31,11 @@ class TrainConfig:
     lm_lr: float = 2e-2
     lm_lr_unfrozen: float = 2e-3
     lm_drop_mult: float = 0.3
-    # Frozen LM stage: fastai also backpropagates through the frozen LSTMs, only to reach the
-    # tied embedding, which the decoder path already trains; skipping it makes that stage ~1.9x
-    # faster here at equal accuracy (bench/results/train.json). True = fastai's exact recipe.
+    # Frozen LM stage from a pretrained base: fastai also backpropagates through the frozen
+    # LSTMs, only to reach the tied embedding, which the decoder path already trains; skipping
+    # it makes that stage ~1.9x faster here at equal accuracy (bench/results/train.json).
+    # True = fastai's exact recipe. A random-init LM (no base) always backpropagates: its
+    # input embedding must learn through the LSTMs (tests/test_train_learns.py).
     lm_frozen_through_rnn: bool = False
     lm_valid_pct: float = 0.1
     scratch: bool = False  # random init, same architecture (the control arm)
@@ -313,7 +315,8 @@ def finetune_lm(
         # No backward through the frozen LSTMs: their input is cut from the graph, so the tied
         # embedding learns through the decoder alone in this stage.
         cut = (model[0].encoder_dp.register_forward_hook(lambda _m, _i, out: out.detach())
-               if freeze is not None and not cfg.lm_frozen_through_rnn else None)  # fmt: skip
+               if freeze is not None and base is not None and not cfg.lm_frozen_through_rnn
+               else None)  # fmt: skip
         try:
             _fit_stage(learn, run, "lm", k, n_epoch, lr, start)
         finally:

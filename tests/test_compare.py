@@ -314,3 +314,20 @@ def test_report_means_gaps_references_and_plot():
     png = report.plot_png(doc)
     img = matplotlib.image.imread(io.BytesIO(png), format="png")
     assert img.shape[0] > 300 and img.shape[1] > 500
+
+
+@pytest.mark.parametrize("through_rnn", [True, False])
+def test_results_from_before_lm_frozen_through_rnn_count_as_fastais_recipe(tiny_setup,
+                                                                          through_rnn):  # fmt: skip
+    """Old results.json (no such key) were trained with backward through the frozen LSTMs:
+    they continue with lm_frozen_through_rnn = true and refuse false."""
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == 0, output
+    path = tiny_setup / "out" / "results.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    del doc["setup"]["train_config"]["lm_frozen_through_rnn"]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    (tiny_setup / "tiny.toml").write_text(
+        CONFIG + f"lm_frozen_through_rnn = {str(through_rnn).lower()}\n", encoding="utf-8")
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == (0 if through_rnn else 1), output

@@ -256,7 +256,6 @@ def test_frozen_lm_stage_skips_backward_through_the_lstms(monkeypatch, through_r
     lm = finetune_lm(texts, base, cfg)
     assert (calls["frozen"] > 0) == through_rnn
     assert calls["unfrozen"] > 0
-    i = lm.vocab.index("good")
-    assert not torch.equal(lm.encoder_state["encoder.weight"][i],
-                           base.state_dict["0.encoder.weight"][base.vocab.index("good")])  # fmt: skip
+    new, old = lm.encoder_state["encoder.weight"], base.state_dict["0.encoder.weight"]
+    assert not torch.equal(new[lm.vocab.index("good")], old[base.vocab.index("good")])
     assert not any(h for h in seen["model"][0].encoder_dp._forward_hooks.values())  # cut removed
