@@ -98,9 +98,10 @@ def main() -> None:
         arms=tuple(a.arms.split(",")), base=a.base, lm_data=(unsup,), test_rows=a.test_rows,
         references="imdb",
     )  # fmt: skip
+    work = a.work or a.home / "compare"
     doc = run_compare(plan, cfg, a.out, profile=prof, budget_minutes=a.budget_minutes,
                       dry_run=a.dry_run, progress=a.progress,
-                      echo=lambda m: print(m, flush=True), work=a.work or a.home / "compare")  # fmt: skip
+                      echo=lambda m: print(m, flush=True), work=work)  # fmt: skip
     if not a.dry_run:
         print((a.out / "table.md").read_text(), flush=True)
     print(f"{len(doc['runs'])} runs recorded in {a.out / 'results.json'}", flush=True)
