@@ -303,17 +303,17 @@ def export_onnx(
         from .keys import encrypt_for_device
 
         data = encrypt_for_device(data)
-    weights = None
+    weights, weights_path = None, out.with_name(f"{out.name}.data")
     if external_data:
-        data, weights = split_external(data, f"{out.name}.data")
+        data, weights = split_external(data, weights_path.name)
     # A killed earlier export of this file left its temp copy: drop it (only ours, by name).
     remove_stale_parts(out.parent, out.name)
     # Private by default: even a plaintext export holds the fine-tuned vocabulary.
     if weights is not None:
         # Weights first: a kill between the two writes leaves a pair that predict rejects by
         # its digest, never a graph silently reading another export's weights.
-        remove_stale_parts(out.parent, f"{out.name}.data")
-        atomic_write(out.with_name(f"{out.name}.data"), weights, mode=0o600)
+        remove_stale_parts(out.parent, weights_path.name)
+        atomic_write(weights_path, weights, mode=0o600)
     atomic_write(out, data, mode=0o600)
     return out
 
