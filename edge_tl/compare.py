@@ -37,6 +37,8 @@ DEFAULT_SIZES = (500, 1000, 2500, 5000, 10000, 20000)
 REFERENCES = ("none", "imdb")
 TEST_SEED = 0  # the test subset is the same for every run
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
+# Knobs that change speed, not results: a comparison may be resumed with other values.
+RUNTIME_ONLY = {"threads": 0, "workers": 0, "checkpoint_minutes": 10.0}
 TFIDF_SECONDS_PER_DOC = 0.06  # 7 Cs x 5 folds: 20k rows took 1,195 s on a busy 2-core CPU
 
 
@@ -625,11 +627,12 @@ def run_compare(
             "test_fingerprint": ts.fingerprint, "test_rows": n_test, "test_seed": TEST_SEED,
             "base": plan.base, "base_sha256": bi.sha256, "model_config": to_dict(shape),
             "lm_data": {n: d.fingerprint for n, d in lm_sets.items()},
-            "train_config": _train.config_dict(cfg),
+            "train_config": {**_train.config_dict(cfg), **RUNTIME_ONLY},
         }  # fmt: skip
         if old.get("train_config") is not None:
             # Results from before lm_frozen_through_rnn existed were trained fastai's way.
-            old["train_config"] = {"lm_frozen_through_rnn": True, **old["train_config"]}
+            old["train_config"] = {"lm_frozen_through_rnn": True, **old["train_config"],
+                                   **RUNTIME_ONLY}  # fmt: skip
         check_setup(old or None, setup, out)
         doc.update(setup=setup, plan=plan.to_dict(), versions=versions(),
                    estimate={"seconds": seconds(plan), "tokens_per_text": tpd,

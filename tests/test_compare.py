@@ -191,6 +191,20 @@ def test_rerun_with_other_settings_is_refused(tiny_setup):
     )
 
 
+def test_rerun_with_other_threads_continues(tiny_setup):
+    """threads, workers and checkpoint_minutes change speed, not results: a comparison resumes
+    with other values and skips what it finished."""
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == 0, output
+    assert "threads = 1" in CONFIG
+    (tiny_setup / "tiny.toml").write_text(
+        CONFIG.replace("threads = 1", "threads = 2") + "checkpoint_minutes = 3.0\n",
+        encoding="utf-8")
+    code, output = _compare(tiny_setup, "--arms", "tfidf")
+    assert code == 0, output
+    assert "plan: 2 units (2 finished, skipped)" in output
+
+
 def test_dry_run_budget_drops_and_says_so(tiny_setup):
     code, output = _compare(tiny_setup, "--arms", "tfidf", "--dry-run", "--budget-minutes",
                             "0.05", "--sizes", "12,24,36")  # fmt: skip

@@ -1,0 +1,97 @@
+"""Probe behind the classifier-recipe choice for small N (issue 6): fine-tune the classifier
+on the semi curve's shared LM with several recipes and score each on a dev set of IMDb
+*train* reviews outside the curve's subsets (never the test set, so picking a recipe here does
+not tune on the numbers we report).
+
+    EDGE_TL_HOME=../compare-home nice .venv/bin/python bench/probes/clas_recipe.py \
+        --size 500 --recipes default,long > ../recipe.log 2>&1 &
+
+Prints one line per recipe and appends it to --out (JSON lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT.parent / "compare-home" / "compare-semi"
+
+RECIPES: dict[str, dict] = {
+    "default": {},
+    "last6": {"stages": [1, 1, 1, 6]},
+    "long": {"stages": [2, 2, 2, 8]},
+    "head4": {"stages": [4, 1, 1, 2]},
+    "last6_drop1": {"stages": [1, 1, 1, 6], "clas_drop_mult": 1.0},
+    "last6_lr1": {"stages": [1, 1, 1, 6], "lr": 1e-2},
+    "last12": {"stages": [1, 1, 1, 12]},
+    "flat8": {"stages": [1, 1, 1, 8], "stage_lr_mults": [1.0, 0.5, 0.25, 0.1]},
+}
+
+
+def main() -> None:
+    """Train one classifier per recipe on the shared semi LM; dev accuracy of each."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--dev-rows", type=int, default=2000)
+    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "clas_recipe.jsonl")
+    a = ap.parse_args()
+
+    from edge_tl import train as _train
+    from edge_tl.compare import LM_MAGIC, SEMI_LM, VALID_ROWS, load_lm, runtime
+    from edge_tl.data import open_dataset, stratified_nested_subsets
+    from edge_tl.evaluate import metrics_from_predictions, predict_ids
+    from edge_tl.fastcpu import numericalize, tokenize
+    from edge_tl.keys import decrypt_on_device
+    from edge_tl.model import build_classifier
+    from edge_tl.models import unpack_container
+
+    path = a.work / SEMI_LM
+    header, _ = unpack_container(LM_MAGIC, decrypt_on_device(path.read_bytes(), "lm"), "lm")
+    lm = load_lm(path, header["digest"])
+    texts, labels = open_dataset("imdb-train").labelled()
+    names = sorted(set(labels))
+    # The curve's nested subsets go up to 20k; the dev rows come from the other 5k.
+    sub = stratified_nested_subsets(labels, [a.size, 20000], a.seed)
+    rest = sorted(set(range(len(texts))) - set(sub[20000]))
+    dev = random.Random(123).sample(rest, a.dev_rows)
+    rows = sub[a.size]
+    tr_texts, tr_labels = [texts[i] for i in rows], [labels[i] for i in rows]
+    base_cfg = _train.TrainConfig(max_vocab=15000, seed=a.seed)
+    run, dev_info = runtime(base_cfg, lm.model_cfg, None, False, lambda s: None)
+    docs = tokenize(tr_texts, 0)
+    dev_docs = tokenize([texts[i] for i in dev], 0)
+    dev_y = [names.index(labels[i]) for i in dev]
+    step = max(1, len(rows) // VALID_ROWS)
+    valid = (tr_texts[::step][:VALID_ROWS], tr_labels[::step][:VALID_ROWS])
+    for name in a.recipes.split(","):
+        over = RECIPES[name]
+        cfg = dataclasses.replace(base_cfg, **{k: tuple(v) if isinstance(v, list) else v
+                                               for k, v in over.items()})  # fmt: skip
+        t0 = time.perf_counter()
+        m = _train.train_classifier(tr_texts, tr_labels, lm, cfg, valid=valid,
+                                    label_names=names, run=run, docs=docs, name="probe")
+        secs = time.perf_counter() - t0
+        model = build_classifier(m.model_cfg, len(names), seq_len=cfg.bptt, max_len=cfg.max_len,
+                                 lin_ftrs=list(m.lin_ftrs))  # fmt: skip
+        model.load_state_dict(m.state_dict)
+        pred = predict_ids(model, numericalize(dev_docs, m.vocab), run.bs, cfg.bptt, run.dtype,
+                           run.device)  # fmt: skip
+        acc = metrics_from_predictions(dev_y, pred, names)["accuracy"]
+        rec = {"size": a.size, "seed": a.seed, "recipe": name, "overrides": over,
+               "dev_accuracy": round(acc, 4), "dev_rows": a.dev_rows,
+               "train_seconds": round(secs, 1), "bs": run.bs}
+        print(json.dumps(rec), flush=True)
+        with a.out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
