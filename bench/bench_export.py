@@ -62,14 +62,15 @@ def random_wt103_model():
 
 
 def timeit(fns: dict, n: int, warmup: int = 2, raw: bool = False) -> dict:
-    """Wall times in ms of each fn (raw lists, or p50/p95), run round-robin so machine load
-    hits all alike."""
-    for fn in fns.values():
+    """Wall times in ms of each fn (raw lists, or p50/p95): each fn runs `n` times in a row
+    after its warm-up, as a device classifying one text after another does. (Alternating
+    engine by engine call evicted each one's weights from the cache: int8 then took 61 ms
+    instead of 29 at 2 threads.)"""
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for k, fn in fns.items():
         for _ in range(warmup):
             fn()
-    ts: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(n):
-        for k, fn in fns.items():
+        for _ in range(n):
             t0 = time.perf_counter()
             fn()
             ts[k].append((time.perf_counter() - t0) * 1000)
@@ -173,8 +174,8 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
     """Batch-1 latency and batch-32 throughput per thread count, then cold start of predict.
 
     The ORT engines are timed in a child process that never imports torch, as `edge-tl
-    predict` runs: in this process torch's OpenMP workers keep spinning after each call and
-    slowed 2-thread ORT int8 from 29 to 64 ms. Torch and ORT blocks alternate, so load drift
+    predict` runs: in one process, ORT's and torch's idle worker threads spin after each call
+    and slow the other engine down. Torch and ORT blocks alternate three times, so load drift
     hits both alike.
     """
     import torch
