@@ -21,7 +21,6 @@ from typing import Any
 from .bundle import (
     EXTENSION,
     Base,
-    check_name,
     file_sha256,
     read_bundle,
     read_manifest,
@@ -30,6 +29,7 @@ from .bundle import (
 from .config import ModelConfig, from_dict, to_dict
 from .errors import BundleError, EdgeTLError, StoreError
 from .home import subdir
+from .manifest import check_name
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 PINS_FILE = "bases.sha256"

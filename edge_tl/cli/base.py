@@ -147,8 +147,8 @@ def rm_cmd(name: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing key.")
 def keygen_cmd(out: Path | None, force: bool) -> None:
     """Make an Ed25519 key pair for signing bundles (keep the .key on the packing machine)."""
-    from ..bundle import generate_keypair
     from ..home import subdir
+    from ..signing import generate_keypair
 
     out = out or subdir("keys") / "base-signing.key"
     private, public, fp = generate_keypair(out, force=force)
