@@ -57,7 +57,8 @@ def compare(data_name, test_name, sizes, seeds, seed_list, protocol, arms, base,
             test_rows, budget_minutes, out_dir, profile, config_file, references, dry_run,
             quiet, passphrase_file) -> None:  # fmt: skip
     """Transfer vs scratch vs TF-IDF learning curve: resumable; results.json, tables, plot."""
-    from ..compare import ComparePlan, run_compare
+    from ..compare import run_compare
+    from ..compare_plan import ComparePlan
     from ..train import resolve_config
 
     if passphrase_file is not None:
