@@ -1,6 +1,7 @@
 """Export benchmark: fastai eager vs plain PyTorch wrapper vs ORT fp32 vs ORT int8.
 
     nice .venv/bin/python bench/bench_export.py [--model NAME] [--n-parity 1000] [--n-acc 5000]
+        [--threads 1,2]
 
 Without --model: a WT103-shaped classifier (vocab 60000, emb 400, hidden 1152, 3 layers,
 2 classes) with random weights and a vocabulary built from IMDb train reviews. With --model: a
