@@ -102,7 +102,6 @@ def main() -> None:
         return ort_worker(args.ort_worker)
     args.threads = [int(t) for t in str(args.threads).split(",")]
 
-    import onnxruntime as ort
     import torch
 
     from edge_tl.config import to_dict
@@ -145,10 +144,6 @@ def main() -> None:
         ext_paths[f"{k}_external"] = q
     print("sizes", res["file_mb"], flush=True)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads[0]  # parity only
-    sess = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-            for k, p in paths.items()}
     clf = Classifier(paths["fp32"], threads=args.threads[0])
     fa = fastai_classifier(model)
     wrapper = stateless_wrapper(model)
@@ -167,7 +162,7 @@ def main() -> None:
         speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths)
         args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     if args.n_parity:
-        parity(args, res, model, paths, sess, clf, fa_one, enc, test)
+        parity(args, res, model, paths, clf, fa_one, enc, test)
         args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
 
 
@@ -203,16 +198,16 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
         torch.set_num_threads(threads)
         lat_ms: dict[str, list[float]] = {}
         thr: dict[str, list[float]] = {}
+        spec = json.dumps({"models": {k: str(p) for k, p in paths.items()}, "threads": threads,
+                           "reps": per_block, "inputs": str(tmp / "inputs.npz"),
+                           "n_batches": len(batches)})
         for _ in range(blocks):
             with torch.no_grad():
                 for k, v in timeit(fns, per_block, raw=True).items():
                     lat_ms.setdefault(k, []).extend(v)
                 for k, fn in thr_fns.items():
                     thr.setdefault(k, []).append(rate(fn, batches))
-            spec = {"models": {k: str(p) for k, p in paths.items()}, "threads": threads,
-                    "reps": per_block, "inputs": str(tmp / "inputs.npz"), "n_batches": len(batches),
-                    "n_reviews": len(seqs)}
-            out = subprocess.run([sys.executable, __file__, "--ort-worker", json.dumps(spec)],
+            out = subprocess.run([sys.executable, __file__, "--ort-worker", spec],
                                  check=True, capture_output=True, text=True).stdout
             got = json.loads(out.strip().splitlines()[-1])
             for k, v in got["latency_ms"].items():
@@ -294,14 +289,18 @@ def ort_worker(spec_json: str) -> None:
     print(json.dumps(out))
 
 
-def parity(args, res, model, paths, sess, clf, fa_one, enc, test) -> None:
+def parity(args, res, model, paths, clf, fa_one, enc, test) -> None:
     """ORT fp32 in padded batches vs fastai one text at a time; int8 agreement/accuracy."""
+    import onnxruntime as ort
     import torch
 
     from edge_tl.predict import Classifier
 
     seqs = [e[0] for e in enc[: args.n_parity]]
     clf_int8 = Classifier(paths["int8"], threads=args.threads[0])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads[0]
+    fp32 = ort.InferenceSession(str(paths["fp32"]), opts, providers=["CPUExecutionProvider"])
     worst = {f"batch{bs}_max_abs": 0.0 for bs in (1, 8, 32)}
     worst["int8_vs_fastai_max_abs"] = 0.0
     agree = done = 0
@@ -319,7 +318,7 @@ def parity(args, res, model, paths, sess, clf, fa_one, enc, test) -> None:
             for i in range(0, len(order), bs):
                 idx = order[i : i + bs]
                 ids, lens = padded([chunk[j] for j in idx])
-                got[idx] = sess["fp32"].run(None, {"input_ids": ids, "lengths": lens})[0]
+                got[idx] = fp32.run(None, {"input_ids": ids, "lengths": lens})[0]
             key = f"batch{bs}_max_abs"
             worst[key] = max(worst[key], float(np.abs(got - ref).max()))
         p8 = clf_int8.proba_ids(chunk)

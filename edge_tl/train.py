@@ -16,12 +16,7 @@ from .errors import ConfigError, DataError
 from .models import TrainedModel
 
 # Re-exported: edge_tl.train.NAME stays where callers and tests find these.
-from .train_config import DISCRIMINATIVE as DISCRIMINATIVE
-from .train_config import DTYPES as DTYPES
 from .train_config import TrainConfig, config_dict, resolve_config
-from .train_vault import GFLOPS_PER_THREAD_FP32 as GFLOPS_PER_THREAD_FP32
-from .train_vault import estimate_seconds as estimate_seconds
-from .train_vault import make_runtime as make_runtime
 from .train_vault import train_from_vault
 
 

@@ -45,7 +45,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from edge_tl import train as _train
-    from edge_tl.compare import LM_MAGIC, SEMI_LM, VALID_ROWS, load_lm, runtime
+    from edge_tl.compare import SEMI_LM, VALID_ROWS, load_lm, runtime
+    from edge_tl.compare_lm import LM_MAGIC
     from edge_tl.data import open_dataset, stratified_nested_subsets
     from edge_tl.evaluate import metrics_from_predictions, predict_ids
     from edge_tl.fastcpu import numericalize, tokenize
