@@ -248,8 +248,9 @@ def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
                              max_len=tc["max_len"], lin_ftrs=list(m.lin_ftrs))  # fmt: skip
     model.load_state_dict(m.state_dict)
     model.to(ctx.run.device)
+    dtype = m.metrics.get("dtype", ctx.run.dtype)  # what it trained in (fp32 for scratch on CPU)
     pred = predict_ids(model, numericalize(ctx.test_docs, m.vocab), ctx.run.bs, tc["bptt"],
-                       ctx.run.dtype, ctx.run.device)  # fmt: skip
+                       dtype, ctx.run.device)  # fmt: skip
     c2i = {n: i for i, n in enumerate(m.labels)}
     return metrics_from_predictions([c2i[x] for x in ctx.test_labels], pred, m.labels)
 

@@ -35,10 +35,10 @@ def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def tiny_cfg(**kw) -> TrainConfig:
+def tiny_cfg(dtype: str = "fp32", **kw) -> TrainConfig:
     """Default schedule (stages, lr, lr_div, stage multipliers); tiny sizes, fp32, 1 thread."""
     return TrainConfig(arch=ARCH, bs=32, lm_bs=32, bptt=24, max_len=96, min_freq=1, lin_ftrs=(16,),
-                       dtype="fp32", threads=1, checkpoint_minutes=0.0, **kw)  # fmt: skip
+                       dtype=dtype, threads=1, checkpoint_minutes=0.0, **kw)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -111,3 +111,27 @@ def test_auto_threads_counts_only_other_processes(monkeypatch):
         assert auto_threads(2) == want, load
     monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert auto_threads(8) == 8
+
+
+def test_random_init_classifier_trains_in_fp32_under_cpu_autocast(task):
+    """bf16 autocast kept a random-init IMDb classifier at chance (README): scratch runs in fp32."""
+    (texts, labels), test = task
+    logs: list[str] = []
+    run = Run(dtype="bf16", bs=32, progress=False, log=logs.append)
+    m = train_classifier(texts, labels, None, tiny_cfg(dtype="auto"), run=run, scratch=True)
+    assert m.metrics["dtype"] == "fp32"
+    assert any("classifier in fp32" in s for s in logs), logs
+    _check(m, test)
+
+
+@pytest.mark.parametrize(
+    ("cfg_dtype", "device", "pretrained", "want"),
+    [("auto", "cpu", False, "fp32"), ("auto", "cpu", True, "bf16"), ("bf16", "cpu", False, "bf16"),
+     ("auto", "cuda", False, "bf16")],
+)
+def test_classifier_dtype_only_overrides_auto_on_cpu_without_a_base(cfg_dtype, device, pretrained,
+                                                                     want):
+    from edge_tl.train import classifier_dtype
+
+    run = Run(device=device, dtype="bf16")
+    assert classifier_dtype(TrainConfig(dtype=cfg_dtype), run, pretrained) == want

@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--dev-rows", type=int, default=2000)
     ap.add_argument("--scratch", action="store_true", help="random init of the LM's shape, no LM")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 where fast), fp32 or bf16")
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "clas_recipe.jsonl")
     a = ap.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
     dev = random.Random(123).sample(rest, a.dev_rows)
     rows = sub[a.size]
     tr_texts, tr_labels = [texts[i] for i in rows], [labels[i] for i in rows]
-    base_cfg = _train.TrainConfig(max_vocab=15000, seed=a.seed)
+    base_cfg = _train.TrainConfig(max_vocab=15000, seed=a.seed, dtype=a.dtype, threads=2)
     if a.scratch:
         base_cfg = dataclasses.replace(base_cfg, scratch=True, arch=lm.model_cfg)
     run, dev_info = runtime(base_cfg, lm.model_cfg, None, False, lambda s: None)
@@ -97,13 +98,15 @@ def main() -> None:
         model = build_classifier(m.model_cfg, len(names), seq_len=cfg.bptt, max_len=cfg.max_len,
                                  lin_ftrs=list(m.lin_ftrs))  # fmt: skip
         model.load_state_dict(m.state_dict)
-        pred = predict_ids(model, numericalize(dev_docs, m.vocab), run.bs, cfg.bptt, run.dtype,
+        dtype = m.metrics["dtype"]  # what it trained in
+        pred = predict_ids(model, numericalize(dev_docs, m.vocab), run.bs, cfg.bptt, dtype,
                            run.device)  # fmt: skip
         acc = metrics_from_predictions(dev_y, pred, names)["accuracy"]
         rec = {"size": a.size, "seed": a.seed, "recipe": name, "scratch": a.scratch,
                "overrides": over,
                "dev_accuracy": round(acc, 4), "dev_rows": a.dev_rows,
-               "train_seconds": round(secs, 1), "bs": run.bs}
+               "valid_accuracy": round(m.metrics["accuracy"], 4),
+               "train_seconds": round(secs, 1), "bs": run.bs, "dtype": dtype}
         print(json.dumps(rec), flush=True)
         with a.out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
