@@ -98,6 +98,16 @@ def _references(doc: dict[str, Any]) -> dict[str, dict[int, float]]:
     return IMDB_REFERENCES if plan.get("references") == "imdb" else {}
 
 
+def _other_dtypes(doc: dict[str, Any], main: str | None) -> str:
+    """' (scratch in fp32)' where some arm trained in another dtype than the runtime's."""
+    other: dict[str, set[str]] = {}
+    for r in doc["runs"].values():
+        d = (r.get("metrics") or {}).get("dtype")
+        if d and d != main:
+            other.setdefault(d, set()).add(r.get("arm", "?"))
+    return "".join(f" ({', '.join(sorted(a))} in {d})" for d, a in sorted(other.items()))
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """Markdown: accuracy mean ± std (seeds) per size and series, gaps, then references."""
     cells, gap, refs = aggregate(doc["runs"]), gaps(doc["runs"]), _references(doc)
@@ -109,7 +119,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
         f"Accuracy on {setup.get('test_rows', '?')} rows of `{setup.get('test', '?')}` "
         f"(mean ± sample std over seeds, seed count in brackets); training subsets of "
         f"`{setup.get('data', '?')}`, base `{setup.get('base', '?')}`; "
-        f"{dev.get('device', '?')} {dev.get('dtype', '')}.",
+        f"{dev.get('device', '?')} {dev.get('dtype', '')}{_other_dtypes(doc, dev.get('dtype'))}.",
         "",
     ]
     cols = ["size"] + [label(s) for s in series] + list(gap) + list(refs)

@@ -297,6 +297,16 @@ def _runs(values: dict[tuple[str, str, int], list[float]]) -> dict:
     return out
 
 
+def test_report_header_names_arms_that_trained_in_another_dtype():
+    runs = _runs({("transfer", "semi", 500): [0.8], ("scratch", "none", 500): [0.5]})
+    runs["scratch/none/500/0"]["metrics"] = {"dtype": "fp32"}
+    runs["transfer/semi/500/0"]["metrics"] = {"dtype": "bf16"}
+    doc = {"runs": runs, "device": {"device": "cpu", "dtype": "bf16"}}
+    assert report.markdown_table(doc).splitlines()[0].endswith("; cpu bf16 (scratch in fp32).")
+    runs["scratch/none/500/0"]["metrics"]["dtype"] = "bf16"
+    assert report.markdown_table(doc).splitlines()[0].endswith("; cpu bf16.")
+
+
 def test_report_means_gaps_references_and_plot():
     runs = _runs({("transfer", "supervised", 500): [0.80, 0.84, 0.82],
                   ("scratch", "none", 500): [0.60, 0.70, 0.62],

@@ -40,6 +40,8 @@ RECIPES: dict[str, dict] = {
     # for --scratch: every layer trains from the first epoch (nothing to protect), longer
     "scratch10": {"stages": [0, 0, 0, 10], "lr": 1e-2},
     "scratch10_drop02": {"stages": [0, 0, 0, 10], "lr": 1e-2, "clas_drop_mult": 0.2},
+    # the scratch10 schedule on the pretrained encoder: no gradual unfreezing, one flat lr
+    "flat10": {"stages": [0, 0, 0, 10], "lr": 1e-2, "discriminative": "off"},
 }
 
 
