@@ -50,6 +50,17 @@ TEST_SEED = 0  # the test subset is the same for every run
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
 # Knobs that change speed, not results: a comparison may be resumed with other values.
 RUNTIME_ONLY = {"threads": 0, "workers": 0, "checkpoint_minutes": 10.0}
+# Settings the shared semi LM does not depend on: another classifier recipe reuses it.
+CLASSIFIER_ONLY = ("stages", "lr", "stage_lr_mults", "lr_div", "discriminative", "clas_drop_mult",
+                   "lin_ftrs", "cache_head_features", "bs", "max_len")  # fmt: skip
+
+
+def lm_digest(setup: dict[str, Any]) -> str:
+    """The digest that ties the shared LM to a setup, blind to classifier-only settings."""
+    defaults = _train.config_dict(_train.TrainConfig())
+    tc = {**setup["train_config"], **{k: defaults[k] for k in CLASSIFIER_ONLY}}
+    return hashlib.sha256(json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
+                          ).hexdigest()  # fmt: skip
 
 
 # ---------------------------------------------------------------- results file
@@ -421,7 +432,7 @@ def run_compare(
         def lm_texts() -> list[str]:
             return list(ds.texts) + [t for d in lm_sets.values() for t in d.texts]
 
-        digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
+        digest = lm_digest(setup)
         ctx = _Ctx(plan, cfg, run, work, echo, names, texts, labels, t_texts, t_labels, subsets,
                    shape, digest, lm_texts)  # fmt: skip
         save_results(out, doc)

@@ -355,3 +355,16 @@ def test_results_from_before_lm_frozen_through_rnn_count_as_fastais_recipe(tiny_
         CONFIG + f"lm_frozen_through_rnn = {str(through_rnn).lower()}\n", encoding="utf-8")
     code, output = _compare(tiny_setup, "--arms", "tfidf")
     assert code == (0 if through_rnn else 1), output
+
+
+def test_shared_lm_digest_ignores_classifier_recipe_but_not_lm_settings():
+    from edge_tl.compare import lm_digest
+    from edge_tl.train import TrainConfig, config_dict
+
+    setup = {"data": "d", "train_config": config_dict(TrainConfig())}
+    other_recipe = {**setup, "train_config": {**setup["train_config"], "stages": [0, 0, 0, 10],
+                                              "lr": 0.01, "discriminative": "off"}}  # fmt: skip
+    other_lm = {**setup, "train_config": {**setup["train_config"], "lm_epochs": 3}}
+    assert lm_digest(other_recipe) == lm_digest(setup)
+    assert lm_digest(other_lm) != lm_digest(setup)
+    assert lm_digest({**setup, "data": "e"}) != lm_digest(setup)
