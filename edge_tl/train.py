@@ -340,7 +340,11 @@ def train_classifier(
     else:
         v_docs, v_y = fastcpu.tokenize(valid[0], cfg.workers), [c2i[x] for x in valid[1]]
     resume = run.resume if run.resume is not None and run.resume.position.phase == "clas" else None
-    dtype = classifier_dtype(cfg, run, lm is not None and lm.base is not None)
+    # ULMFiT's small lrs for lower layers and later stages protect pretrained features; on a
+    # random-init encoder (no base; an LM trained only on this data) they keep the embeddings
+    # and first layers at ~1e-5 and the classifier stays at chance. So does CPU bf16 autocast.
+    pretrained = lm is not None and lm.base is not None
+    dtype = classifier_dtype(cfg, run, pretrained)
     if dtype != run.dtype:
         run.log(f"classifier in {dtype}: {run.dtype} autocast keeps a random-init encoder at "
                 "chance on CPU (pass --dtype to force it)")  # fmt: skip
@@ -368,10 +372,6 @@ def train_classifier(
     learn = _learner(dls, model, run, False, cfg, awd_lstm_clas_split)
     learn._ckpt_minutes, learn._vocab, learn._labels = cfg.checkpoint_minutes, vocab, names
     tokens_per_epoch = sum(len(t) for t in ids)
-    # ULMFiT's small lrs for lower layers and later stages protect pretrained features; on a
-    # random-init encoder (no base; an LM trained only on this data) they keep the embeddings
-    # and first layers at ~1e-5 and the classifier stays at chance.
-    pretrained = lm is not None and lm.base is not None
     timings: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     first = resume.position.stage if resume is not None else 0
