@@ -44,6 +44,10 @@ class TfidfModel:
         pred = self.classifier.predict(self.vectorizer.transform(list(texts)))
         return [self.labels[int(i)] for i in pred]
 
+    def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
+        """Probability of each label (in `labels` order) for every text."""
+        return self.classifier.predict_proba(self.vectorizer.transform(list(texts))).tolist()
+
 
 def train_tfidf(
     texts: Sequence[str], labels: Sequence[str], seed: int = 0, cfg: TfidfConfig | None = None

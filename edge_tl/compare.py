@@ -247,8 +247,9 @@ def _semi_lm(ctx: _Ctx, doc: dict[str, Any]) -> _train.LMResult:
 
 
 def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
-    """Accuracy etc. of trained model `m` on the (once tokenized) test rows."""
-    from .evaluate import metrics_from_predictions, predict_ids
+    """Accuracy etc. of trained model `m` on the (once tokenized) test rows, and `probs`: each
+    row's probabilities in the comparison's label order (kept in memory only)."""
+    from .evaluate import metrics_from_predictions, predict_proba_ids
     from .fastcpu import numericalize, tokenize
     from .model import build_classifier
 
@@ -260,10 +261,14 @@ def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
     model.load_state_dict(m.state_dict)
     model.to(ctx.run.device)
     dtype = m.metrics.get("dtype", ctx.run.dtype)  # what it trained in (fp32 for scratch on CPU)
-    pred = predict_ids(model, numericalize(ctx.test_docs, m.vocab), ctx.run.bs, tc["bptt"],
-                       dtype, ctx.run.device)  # fmt: skip
+    probs = predict_proba_ids(model, numericalize(ctx.test_docs, m.vocab), ctx.run.bs,
+                              tc["bptt"], dtype, ctx.run.device)  # fmt: skip
+    pred = [max(range(len(p)), key=p.__getitem__) for p in probs]
     c2i = {n: i for i, n in enumerate(m.labels)}
-    return metrics_from_predictions([c2i[x] for x in ctx.test_labels], pred, m.labels)
+    out = metrics_from_predictions([c2i[x] for x in ctx.test_labels], pred, m.labels)
+    col = {n: i for i, n in enumerate(m.labels)}
+    out["probs"] = [[p[col[n]] if n in col else 0.0 for n in ctx.names] for p in probs]
+    return out
 
 
 def run_unit(ctx: _Ctx, u: Unit, doc: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +316,14 @@ def run_unit(ctx: _Ctx, u: Unit, doc: dict[str, Any]) -> dict[str, Any]:
         keep = ("lm_valid_loss", "lm_perplexity", "lm_tokens_per_s", "clas_tokens_per_s",
                 "clas_tokens", "stages", "dtype", "device")  # fmt: skip
         extra = {k: m.metrics[k] for k in keep if k in m.metrics}
+        if u.arm == "transfer":  # the transfer + TF-IDF series: mean of the two models' probs
+            from .compare_ensemble import ensemble_metrics
+
+            t3 = time.perf_counter()
+            gold = [ctx.names.index(x) for x in ctx.test_labels]
+            extra["ensemble"] = ensemble_metrics(r["probs"], texts, labels, ctx.test_texts, gold,
+                                                 ctx.names, u.seed)  # fmt: skip
+            timings["ensemble"] = time.perf_counter() - t3
     return {
         "arm": u.arm, "protocol": u.protocol, "size": u.size, "seed": u.seed,
         "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "test_rows": r["n"],

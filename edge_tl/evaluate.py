@@ -36,16 +36,17 @@ def metrics_from_predictions(y: Sequence[int], pred: Sequence[int], names: Seque
     }
 
 
-def predict_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32", device: Any = "cpu"):
-    """Class index of every doc (model in eval mode; longest docs first, little padding)."""
+def predict_proba_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32",
+                      device: Any = "cpu") -> list[list[float]]:  # fmt: skip
+    """Class probabilities (softmax) of every doc, in input order (model in eval mode)."""
     import torch
     from fastai.text.data import pad_input_chunk
 
     from .fastcpu import PAD, autocast_ctx
 
     model.eval()
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    pred = [0] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: little padding
+    probs: list[list[float]] = [[] for _ in ids]
     with torch.no_grad():
         for s in range(0, len(order), bs):
             idx = order[s : s + bs]
@@ -54,9 +55,15 @@ def predict_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32", devic
             x = torch.stack([b[0] for b in batch]).to(device)  # (bs, padded_len)
             with autocast_ctx(dtype, torch.device(device).type):
                 logits = model(x)[0]  # (bs, n_class)
-            for i, p in zip(idx, logits.float().argmax(1).tolist(), strict=True):
-                pred[i] = p
-    return pred
+            for i, p in zip(idx, logits.float().softmax(1).tolist(), strict=True):
+                probs[i] = p
+    return probs
+
+
+def predict_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32", device: Any = "cpu"):
+    """Class index of every doc (model in eval mode; longest docs first, little padding)."""
+    return [max(range(len(p)), key=p.__getitem__)
+            for p in predict_proba_ids(model, ids, bs, bptt, dtype, device)]  # fmt: skip
 
 
 def evaluate_texts(

@@ -26,9 +26,11 @@ IMDB_REFERENCES: dict[str, dict[int, float]] = {
     "published study: ULMFiT": dict(zip(STUDY_SIZES, STUDY_ULMFIT, strict=True)),
     "TF-IDF + LR (issue)": dict(zip(TFIDF_SIZES, TFIDF_ISSUE, strict=True)),
 }
-ORDER = ("transfer/semi", "transfer/supervised", "scratch/none", "tfidf/none")
+ORDER = ("transfer/semi", "transfer/supervised", "scratch/none", "tfidf/none",
+         "transfer+tfidf/semi", "transfer+tfidf/supervised")  # fmt: skip
 COLORS = {"transfer/semi": "#6a3d9a", "transfer/supervised": "#1f78b4",
-          "scratch/none": "#e66101", "tfidf/none": "#33a02c"}  # fmt: skip
+          "scratch/none": "#e66101", "tfidf/none": "#33a02c",
+          "transfer+tfidf/semi": "#b15928", "transfer+tfidf/supervised": "#a6cee3"}  # fmt: skip
 REF_COLORS = {"published study: scratch": COLORS["scratch/none"],
               "published study: ULMFiT": COLORS["transfer/supervised"],
               "TF-IDF + LR (issue)": COLORS["tfidf/none"]}  # fmt: skip
@@ -60,6 +62,8 @@ class Cell:
 def label(series: str) -> str:
     """Human name of an arm/protocol series."""
     arm, protocol = series.split("/")
+    if arm == "transfer+tfidf":
+        return f"transfer ({protocol}) + TF-IDF, mean of probabilities"
     names = {"tfidf": "TF-IDF + LR", "scratch": "scratch"}
     return names.get(arm, f"{arm} ({protocol})")
 
@@ -69,11 +73,16 @@ def _sorted_series(keys: Sequence[str]) -> list[str]:
 
 
 def aggregate(runs: dict[str, Any]) -> dict[str, dict[int, Cell]]:
-    """series -> size -> Cell over the seeds that finished."""
+    """series -> size -> Cell over the seeds that finished (a transfer unit's transfer + TF-IDF
+    mean, where it has one, as series `transfer+tfidf/<protocol>`)."""
     acc: dict[str, dict[int, dict[int, float]]] = {}
     for r in runs.values():
         s = acc.setdefault(f"{r['arm']}/{r['protocol']}", {}).setdefault(r["size"], {})
         s[r["seed"]] = r["accuracy"]
+        ens = (r.get("metrics") or {}).get("ensemble")
+        if ens:
+            acc.setdefault(f"transfer+tfidf/{r['protocol']}", {}).setdefault(r["size"], {})[
+                r["seed"]] = ens["accuracy"]  # fmt: skip
     return {k: {n: Cell(k, n, tuple(v[s] for s in sorted(v))) for n, v in sorted(by.items())}
             for k, by in acc.items()}  # fmt: skip
 

@@ -121,6 +121,11 @@ def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_t
         assert r["config"]["seed"] == 0
     assert doc["runs"]["tfidf/none/24/0"]["accuracy"] >= 0.9  # the signal words separate it
     assert doc["runs"]["scratch/none/12/0"]["config"]["scratch"] is True
+    for key in ("transfer/semi/24/0", "transfer/supervised/12/0"):  # the transfer + TF-IDF mean
+        ens = doc["runs"][key]["metrics"]["ensemble"]
+        assert 0.0 <= ens["accuracy"] <= 1.0 and sum(map(sum, ens["confusion_matrix"])) == 30
+        assert ens["tfidf_c"] == doc["runs"][f"tfidf/none/{key.split('/')[2]}/0"]["metrics"]["c"]
+    assert "ensemble" not in doc["runs"]["scratch/none/12/0"]["metrics"]
     assert doc["runs"]["transfer/supervised/12/0"]["timings"]["lm"] > 0
     assert doc["semi_lm"]["texts"] == 56  # all 40 labelled texts + 16 unlabelled, once
     assert doc["runs"]["transfer/semi/12/0"]["timings"]["shared_lm"] > 0
@@ -142,6 +147,8 @@ def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_t
     gap = doc["runs"]["transfer/semi/24/0"]["accuracy"] - doc["runs"]["scratch/none/24/0"][
         "accuracy"]  # fmt: skip
     assert float(by[("transfer/semi − scratch", 24)]["mean"]) == pytest.approx(gap, abs=1e-4)
+    ens = doc["runs"]["transfer/semi/24/0"]["metrics"]["ensemble"]["accuracy"]
+    assert float(by[("transfer+tfidf/semi", 24)]["mean"]) == pytest.approx(ens, abs=1e-4)
     md = (out / "table.md").read_text()
     assert f"{doc['runs']['tfidf/none/12/0']['accuracy']:.3f} ± 0.000 (1)" in md
     png = (out / "curve.png").read_bytes()

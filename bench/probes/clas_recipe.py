@@ -42,6 +42,11 @@ RECIPES: dict[str, dict] = {
     "scratch10_drop02": {"stages": [0, 0, 0, 10], "lr": 1e-2, "clas_drop_mult": 0.2},
     # the scratch10 schedule on the pretrained encoder: no gradual unfreezing, one flat lr
     "flat10": {"stages": [0, 0, 0, 10], "lr": 1e-2, "discriminative": "off"},
+    # session 6: is flat10 at the edge of its lr / epochs / dropout range?
+    "flat15": {"stages": [0, 0, 0, 15], "lr": 1e-2, "discriminative": "off"},
+    "flat10_lr2": {"stages": [0, 0, 0, 10], "lr": 2e-2, "discriminative": "off"},
+    "flat10_drop1": {"stages": [0, 0, 0, 10], "lr": 1e-2, "discriminative": "off",
+                     "clas_drop_mult": 1.0},
 }
 
 
