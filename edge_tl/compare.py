@@ -55,10 +55,18 @@ CLASSIFIER_ONLY = ("stages", "lr", "stage_lr_mults", "lr_div", "discriminative",
                    "lin_ftrs", "cache_head_features", "bs", "max_len")  # fmt: skip
 
 
+# What the digest puts in place of the classifier-only settings: the defaults when the first
+# shared LM was made, frozen so that a later change of defaults keeps stored LMs valid.
+LM_DIGEST_FILL: dict[str, Any] = {
+    "stages": [1, 1, 1, 2], "lr": 0.02, "stage_lr_mults": [1.0, 0.5, 0.25, 0.05], "lr_div": 2.6,
+    "discriminative": "auto", "clas_drop_mult": 0.5, "lin_ftrs": [50],
+    "cache_head_features": True, "bs": 0, "max_len": 1440,
+}  # fmt: skip
+
+
 def lm_digest(setup: dict[str, Any]) -> str:
     """The digest that ties the shared LM to a setup, blind to classifier-only settings."""
-    defaults = _train.config_dict(_train.TrainConfig())
-    tc = {**setup["train_config"], **{k: defaults[k] for k in CLASSIFIER_ONLY}}
+    tc = {**setup["train_config"], **LM_DIGEST_FILL}
     return hashlib.sha256(json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
                           ).hexdigest()  # fmt: skip
 

@@ -10,6 +10,9 @@ from .errors import ConfigError
 
 DTYPES = ("auto", "bf16", "fp32", "fp16")
 DISCRIMINATIVE = ("auto", "on", "off")
+# fastai's ULMFiT classifier recipe (gradual unfreezing, discriminative lrs), the default before
+# flat10: pass these settings to train a strong base (e.g. WT103) the paper's way.
+ULMFIT_RECIPE: dict[str, Any] = {"stages": (1, 1, 1, 2), "lr": 2e-2, "discriminative": "auto"}
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,18 @@ class TrainConfig:
     lm_valid_pct: float = 0.1
     scratch: bool = False  # random init, same architecture (the control arm)
     scratch_lm: bool = False  # with scratch, also train a from-scratch LM first
-    # classifier stages: head; last two groups; last three; all (freeze_to(-1), -2, -3, none)
-    stages: tuple[int, ...] = (1, 1, 1, 2)
-    lr: float = 2e-2  # stage k: lr * stage_lr_mults[k], layers slice(lr/lr_div**4, lr); see below
+    # classifier stages: head; last two groups; last three; all (freeze_to(-1), -2, -3, none).
+    # Default `flat10`: every layer from the first epoch, 10 epochs at one flat lr. On the
+    # shipped base it beat ULMFiT's gradual unfreezing (stages 1,1,1,2, lr 2e-2, discriminative
+    # auto) by 3-9 points at 500-2.5k IMDb labels (README, bench/results/compare-semi-flat10).
+    # A strong base (WT103) may prefer fastai's recipe: pass those three settings.
+    stages: tuple[int, ...] = (0, 0, 0, 10)
+    lr: float = 1e-2  # discriminative: stage k gets lr * stage_lr_mults[k], layers a slice
     stage_lr_mults: tuple[float, ...] = (1.0, 0.5, 0.25, 0.05)
     lr_div: float = 2.6
-    # auto: discriminative + decayed stage lrs only for an encoder from a pretrained base; a
-    # random-init (or task-only LM) encoder trains every layer and stage at `lr` (on | off).
-    discriminative: str = "auto"
+    # on: layer groups get slice(lr / lr_div**4, lr) and stages decayed lrs (fastai's ULMFiT);
+    # auto: on only for an encoder from a pretrained base; off: every layer and stage at `lr`.
+    discriminative: str = "off"
     clas_drop_mult: float = 0.5
     wd: float = 0.01
     lin_ftrs: tuple[int, ...] = (50,)
@@ -111,4 +118,5 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-__all__ = ["DTYPES", "DISCRIMINATIVE", "TrainConfig", "resolve_config", "config_dict"]
+__all__ = ["DTYPES", "DISCRIMINATIVE", "ULMFIT_RECIPE", "TrainConfig", "resolve_config",
+           "config_dict"]  # fmt: skip

@@ -23,6 +23,7 @@ from edge_tl.cli import cli
 from edge_tl.compare import ComparePlan, Speed, Unit, fit_budget, plan_seconds, unit_seconds
 from edge_tl.data import save_dataset
 from edge_tl.errors import ConfigError
+from edge_tl.train_config import ULMFIT_RECIPE
 
 CANARY = "zqxcanaryzqx"
 CONFIG = TRANSFER_TOML
@@ -278,7 +279,7 @@ def test_fit_budget_drops_sizes_then_seeds_then_test_rows():
 
 
 def test_estimate_adds_the_shared_lm_once_and_prefers_measured_speed():
-    cfg = train_mod.TrainConfig()  # LM 1 + 1 epochs; classifier stages 1, 1, 1, 2
+    cfg = train_mod.TrainConfig(**ULMFIT_RECIPE)  # LM 1 + 1 epochs; classifier stages 1,1,1,2
     sp = Speed(lm_tps=100.0, clas_tps=50.0, infer_tps=1000.0, tokens_per_doc=10.0,
                test_rows=200, lm_docs=1000)  # fmt: skip
     scratch = unit_seconds(Unit("scratch", "none", 100, 0), sp, cfg, 200)
@@ -365,7 +366,7 @@ def test_results_from_before_lm_frozen_through_rnn_count_as_fastais_recipe(tiny_
 
 
 def test_shared_lm_digest_ignores_classifier_recipe_but_not_lm_settings():
-    from edge_tl.compare import lm_digest
+    from edge_tl.compare import CLASSIFIER_ONLY, LM_DIGEST_FILL, lm_digest
     from edge_tl.train import TrainConfig, config_dict
 
     setup = {"data": "d", "train_config": config_dict(TrainConfig())}
@@ -375,3 +376,7 @@ def test_shared_lm_digest_ignores_classifier_recipe_but_not_lm_settings():
     assert lm_digest(other_recipe) == lm_digest(setup)
     assert lm_digest(other_lm) != lm_digest(setup)
     assert lm_digest({**setup, "data": "e"}) != lm_digest(setup)
+    # known answer: the digest must not move when the classifier defaults do (stored LMs)
+    assert lm_digest({"data": "d", "train_config": {"lm_epochs": 1, "stages": [3]}}) == (
+        "904efbc5b51b848607db84eda09ddbd541a4fdf4d33588cfcc352fdd4ddf9d75")
+    assert set(LM_DIGEST_FILL) == set(CLASSIFIER_ONLY)

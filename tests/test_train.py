@@ -222,7 +222,7 @@ def test_resolve_config_order() -> None:
 
     prof = load_profile("jetson-nano-4gb")
     cfg = resolve_config(prof, {"max_len": 256})
-    assert cfg.bptt == prof.bptt and cfg.max_len == 256 and cfg.stages == (1, 1, 1, 2)
+    assert cfg.bptt == prof.bptt and cfg.max_len == 256 and cfg.stages == (0, 0, 0, 10)
     assert resolve_config(None, {}).bptt == 72
 
 

@@ -64,7 +64,7 @@ def _check(m, test) -> None:
 
 def test_defaults_are_what_this_test_exercises():
     cfg = TrainConfig()
-    assert (cfg.stages, cfg.lr, cfg.discriminative) == ((1, 1, 1, 2), 2e-2, "auto")
+    assert (cfg.stages, cfg.lr, cfg.discriminative) == ((0, 0, 0, 10), 1e-2, "off")
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["head-cache", "no-cache"])
@@ -94,7 +94,10 @@ def test_labels_stay_with_their_docs(task):
 
 
 def test_discriminative_on_is_the_ulmfit_schedule():
-    cfg = TrainConfig()
+    from edge_tl.train_config import ULMFIT_RECIPE
+
+    assert [TrainConfig().stage_lr(k) for k in range(4)] == [1e-2] * 4  # flat10: one lr
+    cfg = TrainConfig(**ULMFIT_RECIPE)
     assert [cfg.stage_lr(k) for k in range(4)] == pytest.approx([2e-2, 1e-2, 5e-3, 1e-3])
     assert [cfg.stage_lr(k, pretrained=False) for k in range(4)] == [2e-2] * 4
     assert TrainConfig(discriminative="on").use_discriminative(pretrained=False)
