@@ -1,7 +1,8 @@
 """Python API, step 2: train a classifier from the vault, then evaluate it on held-out reviews.
 
 Default: ULMFiT from the shipped `default` base on the 1,000-review sample (LM fine-tuning, then
-gradual unfreezing; estimated ~5 min on a 2-core CPU), evaluated on the 500-review test sample.
+the flat10 classifier recipe; a few minutes on a 2-core CPU), evaluated on the 500-review test
+sample.
 --tiny: a tiny model from scratch on stratified 200/100-row subsets, done in seconds (a smoke
 run; expect accuracy near chance). Run examples/01_vault.py first.
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from tinydata import keyword_texts
 
 from edge_tl.baseline import TfidfConfig, tfidf_accuracy, train_tfidf
 from edge_tl.errors import DataError
@@ -15,16 +14,7 @@ FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story"]
 
 
 def _data(n: int, seed: int, noise: float = 0.0) -> tuple[list[str], list[str]]:
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for i in range(n):
-        lab = ("pos", "neg")[i % 2]
-        signal = POS if (lab == "pos") != (rng.random() < noise) else NEG
-        words = rng.choices(FILLER, k=8) + rng.choices(signal, k=2)
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(lab)
-    return texts, labels
+    return keyword_texts(n, seed, noise, POS, NEG, FILLER)
 
 
 def test_learns_the_signal_and_reports_metrics():

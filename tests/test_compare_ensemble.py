@@ -3,10 +3,8 @@ report rows it feeds."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
-from tinydata import FILLER, NEG, POS
+from tinydata import keyword_texts
 
 from edge_tl import report
 from edge_tl.baseline import tfidf_accuracy
@@ -23,24 +21,9 @@ def test_mean_of_probs_known_answer():
         mean_of_probs(a, b[:2])
 
 
-def _split(seed: int, n: int) -> tuple[list[str], list[str]]:
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for i in range(n):
-        lab = ("pos", "neg")[i % 2]
-        # weak signal: one word of the label's list among filler, sometimes the other's
-        words = rng.choices(FILLER, k=12) + [rng.choice(POS if lab == "pos" else NEG)]
-        if rng.random() < 0.3:
-            words.append(rng.choice(NEG if lab == "pos" else POS))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(lab)
-    return texts, labels
-
-
 def test_uninformative_neural_model_leaves_tfidf_as_it_is():
-    tr, trl = _split(0, 80)
-    te, tel = _split(1, 60)
+    tr, trl = keyword_texts(80, 0, noise=0.3)
+    te, tel = keyword_texts(60, 1, noise=0.3)
     names = ["neg", "pos"]
     gold = [names.index(x) for x in tel]
     alone = tfidf_accuracy(tr, trl, te, tel, seed=3)

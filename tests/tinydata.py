@@ -57,6 +57,22 @@ def scratch_texts(n: int) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def keyword_texts(n: int, seed: int, noise: float = 0.0, pos: list[str] = POS,
+                  neg: list[str] = NEG, filler: list[str] = FILLER) -> tuple[list[str], list[str]]:
+    """n filler texts with two pos or neg words, labels alternating; `noise`: share of rows whose
+    words belong to the other label."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        lab = ("pos", "neg")[i % 2]
+        signal = pos if (lab == "pos") != (rng.random() < noise) else neg
+        words = rng.choices(filler, k=8) + rng.choices(signal, k=2)
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(lab)
+    return texts, labels
+
+
 def tiny_base(path: Path, name: str = "tiny") -> Path:
     """Pack a 40-token random AWD-LSTM base whose vocabulary holds POS, NEG and FILLER."""
     words = sorted(set(POS + NEG + FILLER))
