@@ -257,7 +257,8 @@ def _semi_lm(ctx: _Ctx, doc: dict[str, Any]) -> _train.LMResult:
 def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
     """Accuracy etc. of trained model `m` on the (once tokenized) test rows, and `probs`: each
     row's probabilities in the comparison's label order (kept in memory only)."""
-    from .evaluate import metrics_from_predictions, predict_proba_ids
+    from .compare_ensemble import in_label_order
+    from .evaluate import argmax, metrics_from_predictions, predict_proba_ids
     from .fastcpu import numericalize, tokenize
     from .model import build_classifier
 
@@ -271,11 +272,10 @@ def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
     dtype = m.metrics.get("dtype", ctx.run.dtype)  # what it trained in (fp32 for scratch on CPU)
     probs = predict_proba_ids(model, numericalize(ctx.test_docs, m.vocab), ctx.run.bs,
                               tc["bptt"], dtype, ctx.run.device)  # fmt: skip
-    pred = [max(range(len(p)), key=p.__getitem__) for p in probs]
     c2i = {n: i for i, n in enumerate(m.labels)}
-    out = metrics_from_predictions([c2i[x] for x in ctx.test_labels], pred, m.labels)
-    col = {n: i for i, n in enumerate(m.labels)}
-    out["probs"] = [[p[col[n]] if n in col else 0.0 for n in ctx.names] for p in probs]
+    out = metrics_from_predictions([c2i[x] for x in ctx.test_labels], [argmax(p) for p in probs],
+                                   m.labels)  # fmt: skip
+    out["probs"] = in_label_order(probs, m.labels, ctx.names)
     return out
 
 

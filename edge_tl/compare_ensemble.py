@@ -15,15 +15,21 @@ from typing import Any
 ARM = "transfer+tfidf"
 
 
+def in_label_order(probs: Sequence[Sequence[float]], have: Sequence[str],
+                   want: Sequence[str]) -> list[list[float]]:  # fmt: skip
+    """Probability columns moved from label order `have` to `want` (0 for a label not in `have`)."""
+    col = {n: i for i, n in enumerate(have)}
+    return [[p[col[n]] if n in col else 0.0 for n in want] for p in probs]
+
+
 def mean_of_probs(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> list[int]:
     """Class index of the mean of two models' probabilities, row by row (ties: first class)."""
+    from .evaluate import argmax
+
     if len(a) != len(b):
         raise ValueError(f"{len(a)} rows of probabilities against {len(b)}")
-    out = []
-    for p, q in zip(a, b, strict=True):
-        m = [(x + y) / 2 for x, y in zip(p, q, strict=True)]
-        out.append(max(range(len(m)), key=m.__getitem__))
-    return out
+    return [argmax([(x + y) / 2 for x, y in zip(p, q, strict=True)])
+            for p, q in zip(a, b, strict=True)]  # fmt: skip
 
 
 def ensemble_metrics(
@@ -36,12 +42,11 @@ def ensemble_metrics(
     from .evaluate import metrics_from_predictions
 
     m = train_tfidf(train_texts, train_labels, seed)
-    col = {n: i for i, n in enumerate(m.labels)}
-    tf = [[p[col[n]] if n in col else 0.0 for n in names] for p in m.predict_proba(test_texts)]
+    tf = in_label_order(m.predict_proba(test_texts), m.labels, names)
     r = metrics_from_predictions(list(gold), mean_of_probs(neural, tf), list(names))
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
             "confusion_matrix": r["confusion_matrix"], "tfidf_c": m.c,
             "combine": "mean of probabilities"}  # fmt: skip
 
 
-__all__ = ["ARM", "ensemble_metrics", "mean_of_probs"]
+__all__ = ["ARM", "ensemble_metrics", "in_label_order", "mean_of_probs"]

@@ -60,10 +60,14 @@ def predict_proba_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32",
     return probs
 
 
+def argmax(p: Sequence[float]) -> int:
+    """Index of the largest value (the first of equal ones)."""
+    return max(range(len(p)), key=p.__getitem__)
+
+
 def predict_ids(model, ids: list, bs: int, bptt: int, dtype: str = "fp32", device: Any = "cpu"):
     """Class index of every doc (model in eval mode; longest docs first, little padding)."""
-    return [max(range(len(p)), key=p.__getitem__)
-            for p in predict_proba_ids(model, ids, bs, bptt, dtype, device)]  # fmt: skip
+    return [argmax(p) for p in predict_proba_ids(model, ids, bs, bptt, dtype, device)]
 
 
 def evaluate_texts(

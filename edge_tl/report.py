@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .compare_ensemble import ARM as ENSEMBLE
 from .fsutil import atomic_write
 
 # The published small study (fastai AWD-LSTM on IMDb subsets) and the TF-IDF + LR baseline
@@ -62,7 +63,7 @@ class Cell:
 def label(series: str) -> str:
     """Human name of an arm/protocol series."""
     arm, protocol = series.split("/")
-    if arm == "transfer+tfidf":
+    if arm == ENSEMBLE:
         return f"transfer ({protocol}) + TF-IDF, mean of probabilities"
     names = {"tfidf": "TF-IDF + LR", "scratch": "scratch"}
     return names.get(arm, f"{arm} ({protocol})")
@@ -81,7 +82,7 @@ def aggregate(runs: dict[str, Any]) -> dict[str, dict[int, Cell]]:
         s[r["seed"]] = r["accuracy"]
         ens = (r.get("metrics") or {}).get("ensemble")
         if ens:
-            acc.setdefault(f"transfer+tfidf/{r['protocol']}", {}).setdefault(r["size"], {})[
+            acc.setdefault(f"{ENSEMBLE}/{r['protocol']}", {}).setdefault(r["size"], {})[
                 r["seed"]] = ens["accuracy"]  # fmt: skip
     return {k: {n: Cell(k, n, tuple(v[s] for s in sorted(v))) for n, v in sorted(by.items())}
             for k, by in acc.items()}  # fmt: skip
