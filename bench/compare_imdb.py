@@ -24,6 +24,7 @@ import argparse
 import csv
 import gzip
 import json
+import lzma
 import os
 import random
 from pathlib import Path
@@ -34,7 +35,13 @@ OUT = ROOT / "bench" / "results" / "compare"
 HOME = ROOT.parent / "compare-home"
 
 
-def ensure_datasets(unsup_rows: int) -> str:
+def _csv(imdb: Path, name: str) -> Path:
+    """IMDb's `name`.csv.gz, or the .csv.xz copy carried to a GPU machine (bench/gpu_semi.py)."""
+    gz = imdb / f"{name}.csv.gz"
+    return gz if gz.exists() else imdb / f"{name}.csv.xz"
+
+
+def ensure_datasets(unsup_rows: int, imdb: Path = IMDB) -> str:
     """Import imdb-train / imdb-test (and the unlabelled reviews) once; the unsup dataset name."""
     from edge_tl import keys
     from edge_tl.data import import_source, list_datasets, save_dataset
@@ -45,12 +52,14 @@ def ensure_datasets(unsup_rows: int) -> str:
     for name in ("train", "test"):
         if f"imdb-{name}" not in have:
             print(f"importing {name}.csv.gz ...", flush=True)
-            import_source(IMDB / f"{name}.csv.gz", f"imdb-{name}", text_col="text",
+            import_source(_csv(imdb, name), f"imdb-{name}", text_col="text",
                           label_col="label", progress=False)  # fmt: skip
     unsup = "imdb-unsup" if unsup_rows >= 50000 else f"imdb-unsup-{unsup_rows}"
     if unsup not in have:
         print(f"importing {unsup} ...", flush=True)
-        with gzip.open(IMDB / "unsup.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        src = _csv(imdb, "unsup")
+        opener = gzip.open if src.suffix == ".gz" else lzma.open
+        with opener(src, "rt", encoding="utf-8", newline="") as f:
             texts = [r["text"] for r in csv.DictReader(f)]
         if unsup_rows < len(texts):
             texts = random.Random(0).sample(texts, unsup_rows)
