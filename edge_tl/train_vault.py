@@ -11,16 +11,57 @@ from .errors import ConfigError, ModelError
 from .models import TrainedModel
 from .train_config import TrainConfig, config_dict
 
-GFLOPS_PER_THREAD_FP32 = 130e9  # sustained AVX-512 FMA on this class of CPU (plain fastai ~70 %)
+# Sustained fp32-equivalent FLOP/s per thread of fastai's loop on this class of CPU, calibrated
+# on measured runs here (2 threads, bf16; bench/results/compare-semi-flat10, README demo): LM
+# fine-tuning 57-72, all-layer classifier 66 GFLOP/s per thread by the cost model below.
+GFLOPS_PER_THREAD_FP32 = 65e9
 
 
-def estimate_seconds(cfg: ModelConfig, tokens: float, lm: bool, dtype: str, threads: int) -> float:
-    """Rough wall time for `tokens` training tokens: 6 FLOPs per weight per token (fwd+bwd)."""
-    macs = cfg.n_params(with_decoder=False) - cfg.vocab_size * cfg.emb_sz
+def _rnn_macs(cfg: ModelConfig) -> list[int]:
+    """Multiply-adds per token of each LSTM layer, bottom first."""
+    out = []
+    for i in range(cfg.n_layers):
+        n_in = cfg.emb_sz if i == 0 else cfg.n_hid
+        n_out = cfg.emb_sz if i == cfg.n_layers - 1 else cfg.n_hid
+        out.append(4 * n_out * (n_in + n_out))
+    return out
+
+
+def flops_per_token(cfg: ModelConfig, lm: bool, train_layers: int | None = None) -> float:
+    """Training FLOPs per token: forward 2 per multiply-add, backward 4, but the backward pass
+    stops below the lowest trainable LSTM layer (`train_layers` from the top; None: all)."""
+    rnn = _rnn_macs(cfg)
+    k = len(rnn) if train_layers is None else max(0, min(train_layers, len(rnn)))
+    f = 2.0 * sum(rnn) + 4.0 * sum(rnn[len(rnn) - k:])
     if lm:
-        macs += cfg.vocab_size * cfg.emb_sz  # the tied decoder is a real matmul
+        f += 6.0 * cfg.vocab_size * cfg.emb_sz  # the tied decoder is a real matmul, always trained
+    return f
+
+
+def estimate_seconds(cfg: ModelConfig, tokens: float, lm: bool, dtype: str, threads: int,
+                     train_layers: int | None = None) -> float:  # fmt: skip
+    """Rough CPU wall time for `tokens` training tokens (cost model above, calibrated here)."""
     speed = GFLOPS_PER_THREAD_FP32 * max(threads, 1) * (1.4 if dtype == "bf16" else 1.0)
-    return 6.0 * macs * tokens / speed
+    return flops_per_token(cfg, lm, train_layers) * tokens / speed
+
+
+def estimate_training(cfg: ModelConfig, tc: TrainConfig, lm_tokens: float, clas_tokens: float,
+                      dtype: str, threads: int) -> float:  # fmt: skip
+    """CPU wall time of LM fine-tuning over `lm_tokens` (one epoch) and the classifier stages
+    over `clas_tokens` (one epoch): stage k trains the top k LSTM layers, the last one all."""
+    # the frozen LM epoch backpropagates through the LSTMs only in fastai's exact recipe
+    frozen_layers = None if tc.lm_frozen_through_rnn else 0
+    s = tc.lm_frozen_epochs * estimate_seconds(cfg, lm_tokens, True, dtype, threads, frozen_layers)
+    s += tc.lm_epochs * estimate_seconds(cfg, lm_tokens, True, dtype, threads)
+    last = len(tc.stages) - 1
+    if tc.stages[0] and tc.cache_head_features:  # the head trains on features of one forward pass
+        s += estimate_seconds(cfg, clas_tokens, False, dtype, threads, 0)
+    elif tc.stages[0]:
+        s += tc.stages[0] * estimate_seconds(cfg, clas_tokens, False, dtype, threads, 0)
+    for k, epochs in enumerate(tc.stages[1:], start=1):
+        layers = None if k == last else k
+        s += epochs * estimate_seconds(cfg, clas_tokens, False, dtype, threads, layers)
+    return s
 
 
 def train_from_vault(
@@ -107,16 +148,18 @@ def train_from_vault(
     # lm_texts starts with ds.texts, so a labelled row's docs sit at its index in the dataset.
     lab_idx = [i for i, lab in enumerate(ds.labels) if lab is not None]
     lab_docs = [docs_all[i] for i in lab_idx] if want_lm else docs_all
-    lm_tokens = sum(len(d) for d in docs_all) * (cfg.lm_frozen_epochs + cfg.lm_epochs)
-    clas_tokens = sum(len(d) for d in lab_docs) * (1 - cfg.valid_pct) * sum(cfg.stages[1:])
+    lm_epoch = sum(len(d) for d in docs_all) if want_lm else 0
+    lm_tokens = lm_epoch * (cfg.lm_frozen_epochs + cfg.lm_epochs)
+    clas_epoch = sum(min(len(d), cfg.max_len) for d in lab_docs) * (1 - cfg.valid_pct)
+    clas_tokens = clas_epoch * sum(cfg.stages[1:])
     threads = torch.get_num_threads()
-    est = (estimate_seconds(shape, lm_tokens, True, run.dtype, threads) if want_lm else 0.0) \
-        + estimate_seconds(shape, clas_tokens, False, run.dtype, threads)  # fmt: skip
+    est = estimate_training(shape, cfg, lm_epoch, clas_epoch, run.dtype, threads)
     echo(f"plan: profile {getattr(prof, 'name', '-')}, device {run.device}, dtype {run.dtype}, "
          f"{threads} threads; LM batch {run.lm_bs} x bptt {cfg.bptt}, classifier batch "
          f"{run.bs} (max {cfg.max_len} tokens); {n_lab} labelled rows, {len(names)} labels; "
-         f"~{lm_tokens if want_lm else 0:,} LM + ~{int(clas_tokens):,} classifier tokens; "
-         f"estimated time ~{est / 60:.1f} min")
+         f"~{lm_tokens:,} LM + ~{int(clas_tokens):,} classifier tokens; "
+         + (f"estimated time ~{est / 60:.1f} min" if run.device == "cpu" else
+            f"no time estimate on {run.device} (the cost model is calibrated on CPUs)"))
     lm = None
     if ck is not None and ck.position.phase == "clas":
         lm = _train.LMResult(vocab=list(ck.vocab), model_cfg=dataclasses.replace(
@@ -183,4 +226,5 @@ def make_runtime(cfg: TrainConfig, profile: Any, shape: ModelConfig, progress: b
     return hw, prof, run
 
 
-__all__ = ["GFLOPS_PER_THREAD_FP32", "estimate_seconds", "train_from_vault", "make_runtime"]
+__all__ = ["GFLOPS_PER_THREAD_FP32", "estimate_seconds", "estimate_training", "flops_per_token",
+           "train_from_vault", "make_runtime"]  # fmt: skip
