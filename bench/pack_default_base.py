@@ -48,7 +48,7 @@ def main() -> None:
     a = ap.parse_args()
     cfg = from_dict(PretrainConfig, json.loads((a.workdir / "config.json").read_text()), "cfg")
     vocab = json.loads((a.workdir / "vocab.json").read_text())
-    ck = torch.load(a.workdir / "checkpoint.pt", weights_only=True)
+    ck = torch.load(a.workdir / "checkpoint.pt", weights_only=True, map_location="cpu")
     model_cfg = replace(SIZES[cfg.size], vocab_size=len(vocab))
     model = build_lm(model_cfg)
     model.load_state_dict(ck["model"])

@@ -212,11 +212,13 @@ def evaluate_perplexity(model, stream, bs: int = 32, bptt: int = 70, bf16: bool 
     import torch
     import torch.nn.functional as F
 
+    dev = next(model.parameters()).device
     model.eval()
     model.reset()
     total, count = 0.0, 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         for _, x, y in _batches(stream, bs, bptt):
+            x, y = x.to(dev), y.to(dev)
             logits = model(x)[0].float()  # (bs, bptt, vocab)
             total += F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1),
                                      reduction="sum").item()
@@ -278,8 +280,9 @@ def prepare(corpus: list[Path], valid: list[Path], cfg: PretrainConfig, workdir:
 
 def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
              valid: list[Path] | None = None, max_minutes: float | None = None,
-             log: Callable[[str], None] = print) -> PretrainResult | None:
-    """Train (or resume) a base LM in `workdir`; returns None if stopped by `max_minutes`."""
+             log: Callable[[str], None] = print, device: str = "cpu") -> PretrainResult | None:
+    """Train (or resume) a base LM in `workdir` on `device` (a runtime choice: a run may move
+    between machines); returns None if stopped by `max_minutes`."""
     import torch
     import torch.nn.functional as F
 
@@ -308,6 +311,8 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     # at the unigram entropy for good (the first shipped base, perplexity 411, did exactly that).
     prior = unigram_log_probs(train, len(vocab))
     model[1].decoder.bias.data = torch.from_numpy(prior).float()
+    dev = torch.device(device)
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
     tokens_per_step = cfg.batch_size * cfg.bptt
@@ -320,7 +325,7 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     ckpt_path = workdir / "checkpoint.pt"
     step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=True)
+        ck = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, elapsed, history = ck["step"], ck["elapsed"], json.loads(ck["history"])
@@ -346,7 +351,8 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
         for _, x, y in _batches(train, cfg.batch_size, cfg.bptt, start_step=in_epoch):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(progress(), cfg.lr)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits, raw, dropped = model(x)  # logits: (bs, bptt, vocab)
                 loss = F.cross_entropy(logits.float().view(-1, len(vocab)), y.reshape(-1))
                 # fastai's RNNRegularizer (AR on dropped, TAR on raw last-layer outputs).
@@ -394,7 +400,7 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
         "history": history[-20:],
     }
     (workdir / "stats.json").write_text(json.dumps(stats, indent=1))
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return PretrainResult(model_cfg=model_cfg, vocab=vocab, state_dict=sd, stats=stats)
 
 
