@@ -118,6 +118,19 @@ def _other_dtypes(doc: dict[str, Any], main: str | None) -> str:
     return "".join(f" ({', '.join(sorted(a))} in {d})" for d, a in sorted(other.items()))
 
 
+def _devices(doc: dict[str, Any]) -> str:
+    """'' when every neural unit ran on one device, else how many ran on each (GPU by name)."""
+    count: dict[str, int] = {}
+    for r in doc["runs"].values():
+        if r.get("arm") != "tfidf":
+            d = r.get("device") or {}
+            name = d.get("cuda") or d.get("device") or "?"
+            count[name] = count.get(name, 0) + 1
+    if len(count) < 2:
+        return ""
+    return "; neural units: " + ", ".join(f"{n} on {k}" for k, n in sorted(count.items()))
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """Markdown: accuracy mean ± std (seeds) per size and series, gaps, then references."""
     cells, gap, refs = aggregate(doc["runs"]), gaps(doc["runs"]), _references(doc)
@@ -129,7 +142,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
         f"Accuracy on {setup.get('test_rows', '?')} rows of `{setup.get('test', '?')}` "
         f"(mean ± sample std over seeds, seed count in brackets); training subsets of "
         f"`{setup.get('data', '?')}`, base `{setup.get('base', '?')}`; "
-        f"{dev.get('device', '?')} {dev.get('dtype', '')}{_other_dtypes(doc, dev.get('dtype'))}.",
+        f"{dev.get('device', '?')} {dev.get('dtype', '')}{_other_dtypes(doc, dev.get('dtype'))}"
+        f"{_devices(doc)}.",
         "",
     ]
     cols = ["size"] + [label(s) for s in series] + list(gap) + list(refs)

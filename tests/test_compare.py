@@ -315,6 +315,19 @@ def test_report_header_names_arms_that_trained_in_another_dtype():
     assert report.markdown_table(doc).splitlines()[0].endswith("; cpu bf16.")
 
 
+def test_report_header_says_where_units_ran_when_devices_differ():
+    runs = _runs({("transfer", "semi", 500): [0.8, 0.81], ("tfidf", "none", 500): [0.8]})
+    cpu = {"device": "cpu", "cuda": None}
+    runs["transfer/semi/500/0"]["device"] = {"device": "cuda", "cuda": "NVIDIA H200"}
+    runs["transfer/semi/500/1"]["device"] = cpu
+    runs["tfidf/none/500/0"]["device"] = cpu
+    doc = {"runs": runs, "device": {"device": "cpu", "dtype": "bf16"}}
+    head = report.markdown_table(doc).splitlines()[0]
+    assert head.endswith("; cpu bf16; neural units: 1 on NVIDIA H200, 1 on cpu.")
+    runs["transfer/semi/500/0"]["device"] = cpu
+    assert report.markdown_table(doc).splitlines()[0].endswith("; cpu bf16.")
+
+
 def test_report_means_gaps_references_and_plot():
     runs = _runs({("transfer", "supervised", 500): [0.80, 0.84, 0.82],
                   ("scratch", "none", 500): [0.60, 0.70, 0.62],

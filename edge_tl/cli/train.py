@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def config_file_overrides(path: Path) -> dict[str, Any]:
 def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epochs, stages, lr,
           max_len, bs, dtype, seed, resume, quiet, passphrase_file) -> None:  # fmt: skip
     """Fine-tune a base on a vault dataset (ULMFiT) and store the classifier as --out."""
+    t0 = time.perf_counter()
     from ..train import resolve_config, train_from_vault
 
     _passphrase(passphrase_file)
@@ -95,7 +97,8 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
                              progress=not quiet, echo=click.echo)  # fmt: skip
     acc = m.metrics.get("accuracy", float("nan"))
     click.echo(f"saved model {m.name!r}: validation accuracy {acc:.4f} "
-               f"({m.metrics.get('valid_rows', 0)} rows)")  # fmt: skip
+               f"({m.metrics.get('valid_rows', 0)} rows); trained in "
+               f"{(time.perf_counter() - t0) / 60:.1f} min")  # fmt: skip
 
 
 @click.command()
