@@ -278,6 +278,19 @@ def prepare(corpus: list[Path], valid: list[Path], cfg: PretrainConfig, workdir:
     return train, vstream, vocab
 
 
+def pick_device(want: str = "auto") -> str:
+    """'cuda' or 'cpu' for a pretraining run: auto takes CUDA when torch sees a GPU."""
+    import torch
+
+    if want not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device {want!r}", "choose auto, cpu or cuda")
+    has_cuda = torch.cuda.is_available()
+    if want == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda, but torch sees no CUDA device here",
+                          "use --device cpu (or auto), or install a CUDA build of torch")
+    return "cuda" if want == "cuda" or (want == "auto" and has_cuda) else "cpu"
+
+
 def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
              valid: list[Path] | None = None, max_minutes: float | None = None,
              log: Callable[[str], None] = print, device: str = "cpu") -> PretrainResult | None:

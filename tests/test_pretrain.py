@@ -134,3 +134,34 @@ def test_pretrain_learns_context_not_just_word_frequencies(tmp_path):
     assert result.stats["unigram_perplexity"] == pytest.approx(unigram_ppl, rel=1e-3)
     assert result.stats["valid_perplexity"] < 0.5 * unigram_ppl, (
         result.stats["valid_perplexity"], unigram_ppl)
+
+
+def test_pretrain_device_choice(monkeypatch):
+    import torch
+
+    from edge_tl.errors import ConfigError
+    from edge_tl.pretrain import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        pick_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_device("cpu") == "cpu"
+
+
+def test_cli_pretrain_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    from edge_tl.cli import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(_paragraphs(50)), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["base", "pretrain", "--corpus", str(corpus), "--size",
+                                      "tiny", "--out", "x", "--device", "cuda"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: --device cuda, but torch")

@@ -218,6 +218,13 @@ def fetch_cmd(source: str, out: Path, name: str, sign_key: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Ed25519 private key from `base keygen`.",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where to train (auto: a CUDA GPU when torch sees one); a run may resume on another.",
+)
 def pretrain_cmd(
     corpus: tuple[Path, ...],
     valid: tuple[Path, ...],
@@ -228,6 +235,7 @@ def pretrain_cmd(
     minutes: float | None,
     bundle: Path | None,
     sign_key: Path | None,
+    device: str,
 ) -> None:
     """Pretrain an AWD-LSTM base on plain text (resumable), then pack and import it."""
     import sys
@@ -235,7 +243,7 @@ def pretrain_cmd(
 
     from ..bases import import_base
     from ..home import subdir
-    from ..pretrain import PretrainConfig, model_card, pack_result, pretrain
+    from ..pretrain import PretrainConfig, model_card, pack_result, pick_device, pretrain
 
     cfg = PretrainConfig(size=size)
     if max_tokens is not None:
@@ -243,7 +251,9 @@ def pretrain_cmd(
     if minutes is not None:
         cfg = replace(cfg, time_budget_minutes=minutes)
     workdir = workdir or subdir("runs") / f"pretrain-{name}"
-    result = pretrain(list(corpus), workdir, cfg, valid=list(valid) or None, log=click.echo)
+    dev = pick_device(device)
+    result = pretrain(list(corpus), workdir, cfg, valid=list(valid) or None, log=click.echo,
+                      device=dev)  # fmt: skip
     if result is None:
         return
     desc = {
@@ -251,7 +261,8 @@ def pretrain_cmd(
         "description": "user corpus",
         "license": "see the corpus",
     }
-    card = model_card(name, result, desc, "edge-tl " + " ".join(sys.argv[1:]), "this machine")
+    card = model_card(name, result, desc, "edge-tl " + " ".join(sys.argv[1:]),
+                      f"this machine ({dev})")  # fmt: skip
     path = pack_result(
         result,
         bundle or workdir / f"{name}.etlb",
