@@ -9,18 +9,17 @@ The other arms see labels only (protocol "none"). Each finished unit is written 
 results.json at once (atomic), so an interrupted run continues where it stopped.
 Every arm trains on all N labelled rows; the N rows are stratified, nested and fixed by seed.
 This module is the runner; the plan and the time estimate are in compare_plan, the shared LM file
-in compare_lm.
+in compare_lm, the results file and its lock in compare_results.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,12 +39,10 @@ from .compare_plan import (
     plan_seconds,
 )
 from .compare_plan import unit_seconds as unit_seconds  # part of this module's API (tests)
-from .errors import ConfigError, DataError, StoreError
-from .fsutil import atomic_write
+from .compare_results import check_setup, load_results, locked, save_results
+from .errors import ConfigError, DataError
 from .train_vault import make_runtime
 
-FORMAT = "edge_tl-compare/1"
-RESULTS = "results.json"
 TEST_SEED = 0  # the test subset is the same for every run
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
 # Knobs that change speed, not results: a comparison may be resumed with other values.
@@ -69,57 +66,6 @@ def lm_digest(setup: dict[str, Any]) -> str:
     tc = {**setup["train_config"], **LM_DIGEST_FILL}
     return hashlib.sha256(json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
                           ).hexdigest()  # fmt: skip
-
-
-# ---------------------------------------------------------------- results file
-
-
-def load_results(out: Path) -> dict[str, Any]:
-    """results.json of `out`, or an empty document."""
-    path = Path(out) / RESULTS
-    if not path.exists():
-        return {"format": FORMAT, "setup": None, "plan": None, "runs": {}}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"cannot read {path}: {e}", "move it away to start over") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(
-            doc.get("runs"), dict):  # fmt: skip
-        raise StoreError(f"{path} is not an edge-tl compare results file",
-                         "choose another --out folder")  # fmt: skip
-    return doc
-
-
-def save_results(out: Path, doc: dict[str, Any]) -> None:
-    """Write results.json atomically (a killed run leaves the previous complete file)."""
-    atomic_write(Path(out) / RESULTS, (json.dumps(doc, indent=1) + "\n").encode("utf-8"), 0o644)
-
-
-def check_setup(old: dict[str, Any] | None, new: dict[str, Any], out: Path) -> None:
-    """Refuse to mix runs made with other data, test rows, base or training config."""
-    if not old:
-        return
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            raise ConfigError(
-                f"{Path(out) / RESULTS} holds runs made with another {key}",
-                "rerun with the same settings, or pass another --out to start a new comparison",
-            )
-
-
-@contextlib.contextmanager
-def locked(out: Path) -> Iterator[None]:
-    """One compare at a time per output folder."""
-    import fcntl
-
-    Path(out).mkdir(parents=True, exist_ok=True)
-    with open(Path(out) / ".lock", "a+b") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"another edge-tl compare is writing to {out}",
-                             "wait for it to finish, or pass another --out") from None
-        yield
 
 
 # ---------------------------------------------------------------- runtime and records
