@@ -41,6 +41,14 @@ def _csv(imdb: Path, name: str) -> Path:
     return gz if gz.exists() else imdb / f"{name}.csv.xz"
 
 
+def read_rows(imdb: Path, name: str) -> list[dict[str, str]]:
+    """Every row of IMDb's `name` CSV (.csv.gz or .csv.xz) as a dict."""
+    src = _csv(imdb, name)
+    opener = gzip.open if src.suffix == ".gz" else lzma.open
+    with opener(src, "rt", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def ensure_datasets(unsup_rows: int, imdb: Path = IMDB) -> str:
     """Import imdb-train / imdb-test (and the unlabelled reviews) once; the unsup dataset name."""
     from edge_tl import keys
@@ -57,10 +65,7 @@ def ensure_datasets(unsup_rows: int, imdb: Path = IMDB) -> str:
     unsup = "imdb-unsup" if unsup_rows >= 50000 else f"imdb-unsup-{unsup_rows}"
     if unsup not in have:
         print(f"importing {unsup} ...", flush=True)
-        src = _csv(imdb, "unsup")
-        opener = gzip.open if src.suffix == ".gz" else lzma.open
-        with opener(src, "rt", encoding="utf-8", newline="") as f:
-            texts = [r["text"] for r in csv.DictReader(f)]
+        texts = [r["text"] for r in read_rows(imdb, "unsup")]
         if unsup_rows < len(texts):
             texts = random.Random(0).sample(texts, unsup_rows)
         save_dataset(unsup, texts, [None] * len(texts), source="unsup.csv.gz")

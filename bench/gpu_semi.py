@@ -18,10 +18,7 @@ The shared LM is encrypted for the bench home's key, so its results continue on 
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
-import lzma
 import multiprocessing
 import os
 import sys
@@ -61,20 +58,9 @@ def port_tokenize(texts: Any, workers: int = 0) -> list[list[str]]:
     return [_tok_one(t) for t in texts]
 
 
-def _rows(path: Path, n: int) -> list[dict[str, str]]:
-    opener = gzip.open if path.suffix == ".gz" else lzma.open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        out = []
-        for r in csv.DictReader(f):
-            out.append(r)
-            if len(out) >= n:
-                break
-        return out
-
-
 def smoke_run(imdb: Path, cfg_over: dict[str, Any], tmp: Path) -> float:
     """A tiny semi comparison on this device (every arm); returns its seconds."""
-    from compare_imdb import _csv
+    from compare_imdb import read_rows
 
     from edge_tl import keys
     from edge_tl.compare import ComparePlan, run_compare
@@ -84,7 +70,7 @@ def smoke_run(imdb: Path, cfg_over: dict[str, Any], tmp: Path) -> float:
     t0 = time.perf_counter()
     os.environ["EDGE_TL_HOME"] = str(tmp / "home")
     keys.init_identity(None)
-    rows = _rows(_csv(imdb, "train"), 25000)[::50]  # both labels (the file is sorted by label)
+    rows = read_rows(imdb, "train")[::50]  # both labels (the file is sorted by label)
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     save_dataset("s-train", texts[::2], labels[::2], source="smoke")
     save_dataset("s-test", texts[1::2], labels[1::2], source="smoke")

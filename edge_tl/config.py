@@ -33,12 +33,16 @@ class ModelConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
 
+    def lstm_layers(self) -> list[tuple[int, int]]:
+        """(n_in, n_out) of every LSTM layer, bottom first (fastai: the last one outputs emb_sz)."""
+        return [(self.emb_sz if i == 0 else self.n_hid,
+                 self.emb_sz if i == self.n_layers - 1 else self.n_hid)
+                for i in range(self.n_layers)]  # fmt: skip
+
     def n_params(self, with_decoder: bool = True) -> int:
         """Number of trainable parameters of the LM (decoder weight tied to the embedding)."""
         n = self.vocab_size * self.emb_sz
-        for i in range(self.n_layers):
-            n_in = self.emb_sz if i == 0 else self.n_hid
-            n_out = self.emb_sz if i == self.n_layers - 1 else self.n_hid
+        for n_in, n_out in self.lstm_layers():
             n += 4 * n_out * (n_in + n_out) + 8 * n_out
         if with_decoder:
             n += self.vocab_size if self.out_bias else 0

@@ -62,9 +62,7 @@ def lm_state_keys(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "0.encoder.weight": (cfg.vocab_size, cfg.emb_sz),
         "0.encoder_dp.emb.weight": (cfg.vocab_size, cfg.emb_sz),
     }
-    for i in range(cfg.n_layers):
-        n_in = cfg.emb_sz if i == 0 else cfg.n_hid
-        n_out = cfg.emb_sz if i == cfg.n_layers - 1 else cfg.n_hid
+    for i, (n_in, n_out) in enumerate(cfg.lstm_layers()):
         p = f"0.rnns.{i}"
         keys[f"{p}.weight_hh_l0_raw"] = (4 * n_out, n_out)
         keys[f"{p}.module.weight_ih_l0"] = (4 * n_out, n_in)

@@ -76,14 +76,6 @@ class MemoryEstimate:
         return self.fixed + self.per_sample * self.batch_size
 
 
-def _layers(cfg: ModelConfig) -> list[tuple[int, int]]:
-    """(n_in, n_out) of every LSTM layer, in fastai's layout."""
-    return [
-        (cfg.emb_sz if i == 0 else cfg.n_hid, cfg.emb_sz if i == cfg.n_layers - 1 else cfg.n_hid)
-        for i in range(cfg.n_layers)
-    ]
-
-
 def n_params(cfg: ModelConfig, mode: str, n_class: int = 2) -> int:
     """Trainable parameters of the LM (lm_train) or the classifier (clas_train, inference)."""
     if mode == "lm_train":
@@ -117,7 +109,7 @@ def estimate_memory(
     act = DTYPE_BYTES[dtype]  # activations follow the (autocast) compute dtype
     train = mode != "inference"
     p = n_params(cfg, mode)
-    layers = _layers(cfg)
+    layers = cfg.lstm_layers()
     raw_hh = sum(4 * o * o for _, o in layers)  # elements of all weight_hh matrices
     # Tokens whose activations are alive at the peak: the LM keeps one bptt window; the
     # classifier keeps the last CLAS_MAX_LEN tokens, run as CLAS_BPTT-long chunks.

@@ -17,20 +17,10 @@ from .train_config import TrainConfig, config_dict
 GFLOPS_PER_THREAD_FP32 = 65e9
 
 
-def _rnn_macs(cfg: ModelConfig) -> list[int]:
-    """Multiply-adds per token of each LSTM layer, bottom first."""
-    out = []
-    for i in range(cfg.n_layers):
-        n_in = cfg.emb_sz if i == 0 else cfg.n_hid
-        n_out = cfg.emb_sz if i == cfg.n_layers - 1 else cfg.n_hid
-        out.append(4 * n_out * (n_in + n_out))
-    return out
-
-
 def flops_per_token(cfg: ModelConfig, lm: bool, train_layers: int | None = None) -> float:
     """Training FLOPs per token: forward 2 per multiply-add, backward 4, but the backward pass
     stops below the lowest trainable LSTM layer (`train_layers` from the top; None: all)."""
-    rnn = _rnn_macs(cfg)
+    rnn = [4 * n_out * (n_in + n_out) for n_in, n_out in cfg.lstm_layers()]  # MACs, bottom first
     k = len(rnn) if train_layers is None else max(0, min(train_layers, len(rnn)))
     f = 2.0 * sum(rnn) + 4.0 * sum(rnn[len(rnn) - k:])
     if lm:
@@ -54,10 +44,9 @@ def estimate_training(cfg: ModelConfig, tc: TrainConfig, lm_tokens: float, clas_
     s = tc.lm_frozen_epochs * estimate_seconds(cfg, lm_tokens, True, dtype, threads, frozen_layers)
     s += tc.lm_epochs * estimate_seconds(cfg, lm_tokens, True, dtype, threads)
     last = len(tc.stages) - 1
-    if tc.stages[0] and tc.cache_head_features:  # the head trains on features of one forward pass
-        s += estimate_seconds(cfg, clas_tokens, False, dtype, threads, 0)
-    elif tc.stages[0]:
-        s += tc.stages[0] * estimate_seconds(cfg, clas_tokens, False, dtype, threads, 0)
+    if tc.stages[0]:  # head only: a forward pass per epoch, or one with cached features
+        passes = 1 if tc.cache_head_features else tc.stages[0]
+        s += passes * estimate_seconds(cfg, clas_tokens, False, dtype, threads, 0)
     for k, epochs in enumerate(tc.stages[1:], start=1):
         layers = None if k == last else k
         s += epochs * estimate_seconds(cfg, clas_tokens, False, dtype, threads, layers)
