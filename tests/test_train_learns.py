@@ -130,10 +130,10 @@ def test_random_init_classifier_trains_in_fp32_under_cpu_autocast(task):
 @pytest.mark.parametrize(
     ("cfg_dtype", "device", "pretrained", "want"),
     [("auto", "cpu", False, "fp32"), ("auto", "cpu", True, "bf16"), ("bf16", "cpu", False, "bf16"),
-     ("auto", "cuda", False, "bf16")],
+     ("auto", "cuda", False, "fp32"), ("auto", "cuda", True, "bf16"),
+     ("bf16", "cuda", False, "bf16")],
 )
-def test_classifier_dtype_only_overrides_auto_on_cpu_without_a_base(cfg_dtype, device, pretrained,
-                                                                     want):
+def test_classifier_dtype_only_overrides_auto_without_a_base(cfg_dtype, device, pretrained, want):
     from edge_tl.train import classifier_dtype
 
     run = Run(device=device, dtype="bf16")
