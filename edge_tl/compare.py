@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import train as _train
-from .compare_lm import SEMI_LM, load_lm, save_lm
+from .compare_lm import SEMI_LM, shared_lm
 from .compare_plan import (
     ARMS,
     DEFAULT_SIZES,
@@ -40,6 +40,7 @@ from .compare_plan import (
 )
 from .compare_plan import unit_seconds as unit_seconds  # part of this module's API (tests)
 from .compare_results import check_setup, load_results, locked, save_results
+from .compare_resume import lm_from_checkpoint, setup_digest, unit_checkpoint_name, unit_checkpoints
 from .errors import ConfigError, DataError
 from .train_vault import make_runtime
 
@@ -128,6 +129,7 @@ class _Ctx:
     shape: Any
     digest: str
     lm_texts: Callable[[], list[str]]
+    setup_digest: str = ""
     docs: dict[int, list[str]] = dataclasses.field(default_factory=dict)
     test_docs: list[list[str]] | None = None
     base: Any = None
@@ -148,56 +150,6 @@ class _Ctx:
 
             self.base = load_base(self.plan.base)
         return self.base
-
-
-def _semi_lm(ctx: _Ctx, doc: dict[str, Any]) -> _train.LMResult:
-    """The LM fine-tuned once on all text (labels unused), loaded if an earlier run made it."""
-    from .checkpoint import (
-        Checkpoint,
-        Position,
-        checkpoint_path,
-        load_checkpoint,
-        remove_checkpoint,
-        save_checkpoint,
-    )
-    from .fastcpu import tokenize
-
-    if ctx.semi is not None:
-        return ctx.semi
-    path = ctx.work / SEMI_LM
-    if path.exists():
-        ctx.semi = load_lm(path, ctx.digest)
-        return ctx.semi
-    texts = ctx.lm_texts()
-    name = f"compare-semi-{ctx.digest[:16]}"
-    ck = load_checkpoint(name) if checkpoint_path(name).is_file() else None
-    run, cfg = ctx.run, ctx.cfg
-
-    def save(phase, stage, epoch, batch, learn, rng_start, rng_now) -> None:
-        save_checkpoint(Checkpoint(
-            name=name, data=ctx.plan.data, base=ctx.plan.base, lm_data=list(ctx.plan.lm_data),
-            dataset_fingerprint=ctx.digest, train_config=_train.config_dict(cfg),
-            position=Position(phase, stage, epoch, batch), vocab=list(learn._vocab), labels=[],
-            model_state=learn.model.state_dict(),
-            opt_state=learn.opt.state_dict() if learn.opt is not None else None,
-            rng_epoch_start=rng_start or {}, rng_now=rng_now or {}, extra={},
-        ))  # fmt: skip
-
-    ctx.echo(f"shared LM (semi): fine-tuning on {len(texts):,} texts"
-             + (f", resuming at stage {ck.position.stage + 1}" if ck else ""))  # fmt: skip
-    run.save, run.resume = save, ck
-    try:
-        lm = _train.finetune_lm(texts, ctx.load_base(), cfg, run=run,
-                                docs=tokenize(texts, cfg.workers),
-                                vocab=list(ck.vocab) if ck is not None else None)  # fmt: skip
-    finally:
-        run.save, run.resume = None, None
-    save_lm(path, lm, ctx.digest)
-    remove_checkpoint(name)
-    doc["semi_lm"] = {"texts": len(texts), "seconds": lm.seconds, "tokens": lm.tokens,
-                      "tokens_per_s": lm.tokens_per_s, **lm.metrics, "finished": _now()}
-    ctx.semi = lm
-    return lm
 
 
 def _test_metrics(ctx: _Ctx, m: Any) -> dict[str, Any]:
@@ -248,20 +200,34 @@ def run_unit(ctx: _Ctx, u: Unit, doc: dict[str, Any]) -> dict[str, Any]:
             cfg = dataclasses.replace(cfg, scratch=True, arch=ctx.shape)
         elif u.protocol == "semi":
             fresh = ctx.semi is None and not (ctx.work / SEMI_LM).exists()
-            lm = _semi_lm(ctx, doc)
+            lm = shared_lm(ctx, doc)  # before the unit's hooks: it sets and clears its own
             if fresh:  # trained once for every semi unit: kept out of this unit's per-row cost
                 timings["shared_lm"] = lm.seconds
-        else:
-            lm = _train.finetune_lm(texts, ctx.load_base(), cfg, run=ctx.run, docs=docs)
-            timings["lm"] = lm.seconds
         # fastai wants a validation set; we train on all N rows, so it is a spread of them
         step = max(1, len(rows) // VALID_ROWS)
         valid = (texts[::step][:VALID_ROWS], labels[::step][:VALID_ROWS])
-        t1 = time.perf_counter()
-        m = _train.train_classifier(texts, labels, lm, cfg, valid=valid, label_names=ctx.names,
-                                    run=ctx.run, docs=docs, name="compare",
-                                    scratch=u.arm == "scratch")  # fmt: skip
-        timings["classifier"] = time.perf_counter() - t1
+        meta = {"data": ctx.plan.data, "base": ctx.plan.base, "lm_data": list(ctx.plan.lm_data),
+                "dataset_fingerprint": ctx.setup_digest}  # fmt: skip
+        name = unit_checkpoint_name(ctx.setup_digest, u.key)
+        with unit_checkpoints(ctx.run, name, cfg, meta, ctx.echo) as (ck, extra):
+            if ck is not None:
+                p = ck.position
+                ctx.echo(f"{u.key}: resuming at {p.phase} stage {p.stage + 1}, epoch {p.epoch + 1}")
+            if u.arm == "transfer" and u.protocol != "semi":
+                if ck is not None and ck.position.phase == "clas":
+                    lm = lm_from_checkpoint(ck, ctx.shape, ctx.plan.base)
+                else:
+                    lm = _train.finetune_lm(texts, ctx.load_base(), cfg, run=ctx.run, docs=docs,
+                                            vocab=list(ck.vocab) if ck is not None else None)
+                    ctx.run.resume = None  # the classifier starts fresh after a resumed LM
+                    extra.update(lm.metrics, base_sha256=lm.base_sha256, lm_tokens=lm.tokens,
+                                 lm_seconds=lm.seconds)  # fmt: skip
+                timings["lm"] = lm.seconds
+            t1 = time.perf_counter()
+            m = _train.train_classifier(texts, labels, lm, cfg, valid=valid,
+                                        label_names=ctx.names, run=ctx.run, docs=docs,
+                                        name="compare", scratch=u.arm == "scratch")  # fmt: skip
+            timings["classifier"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         r = _test_metrics(ctx, m)
         timings["evaluate"] = time.perf_counter() - t2
@@ -401,7 +367,7 @@ def run_compare(
 
         digest = lm_digest(setup)
         ctx = _Ctx(plan, cfg, run, work, echo, names, texts, labels, t_texts, t_labels, subsets,
-                   shape, digest, lm_texts)  # fmt: skip
+                   shape, digest, lm_texts, setup_digest=setup_digest(setup))  # fmt: skip
         save_results(out, doc)
         t_start = time.perf_counter()
         for k, u in enumerate(todo):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import train as _train
 from .fsutil import atomic_write
@@ -47,4 +49,34 @@ def load_lm(path: Path, digest: str) -> _train.LMResult:
     )  # fmt: skip
 
 
-__all__ = ["LM_MAGIC", "SEMI_LM", "save_lm", "load_lm"]
+def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
+    """The semi protocol's LM, fine-tuned once on all text (labels unused) and loaded if an
+    earlier run made it; `ctx` is compare's run context, `doc` its results document."""
+    from .compare_resume import unit_checkpoints
+    from .fastcpu import tokenize
+
+    if ctx.semi is not None:
+        return ctx.semi
+    path = ctx.work / SEMI_LM
+    if path.exists():
+        ctx.semi = load_lm(path, ctx.digest)
+        return ctx.semi
+    texts, cfg = ctx.lm_texts(), ctx.cfg
+    meta = {"data": ctx.plan.data, "base": ctx.plan.base, "lm_data": list(ctx.plan.lm_data),
+            "dataset_fingerprint": ctx.digest}  # fmt: skip
+    with unit_checkpoints(ctx.run, f"compare-semi-{ctx.digest[:16]}", cfg, meta, ctx.echo,
+                          check_config=False) as (ck, _):  # fmt: skip
+        ctx.echo(f"shared LM (semi): fine-tuning on {len(texts):,} texts"
+                 + (f", resuming at stage {ck.position.stage + 1}" if ck else ""))  # fmt: skip
+        lm = _train.finetune_lm(texts, ctx.load_base(), cfg, run=ctx.run,
+                                docs=tokenize(texts, cfg.workers),
+                                vocab=list(ck.vocab) if ck is not None else None)  # fmt: skip
+        save_lm(path, lm, ctx.digest)
+    done = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["semi_lm"] = {"texts": len(texts), "seconds": lm.seconds, "tokens": lm.tokens,
+                      "tokens_per_s": lm.tokens_per_s, **lm.metrics, "finished": done}
+    ctx.semi = lm
+    return lm
+
+
+__all__ = ["LM_MAGIC", "SEMI_LM", "save_lm", "load_lm", "shared_lm"]

@@ -186,6 +186,65 @@ def test_shared_lm_resumes_from_its_checkpoint(tiny_setup, monkeypatch, edge_tl_
     assert list(doc["runs"]) == ["transfer/semi/12/0"] and doc["semi_lm"]["lm_epochs_run"] == 1
 
 
+@pytest.mark.parametrize(("arm", "protocol", "phase"), [
+    ("scratch", "semi", "clas"), ("transfer", "supervised", "lm"),
+    ("transfer", "supervised", "clas"),
+])
+def test_an_interrupted_unit_resumes_and_ends_as_an_uninterrupted_one(
+        tiny_setup, monkeypatch, edge_tl_home, arm, protocol, phase):
+    """A long unit killed after a checkpoint continues from it, not from its start."""
+    from edge_tl import checkpoint
+
+    args = ("--arms", arm, "--protocol", protocol, "--sizes", "24")
+    code, output = _compare(tiny_setup, *args, "--out", str(tiny_setup / "ref"))
+    assert code == 0, output
+    (ref,) = json.loads((tiny_setup / "ref" / "results.json").read_text())["runs"].values()
+    real, saved = checkpoint.save_checkpoint, []
+
+    def save_then_stop(c):  # killed right after the unit's first checkpoint of `phase`
+        real(c)
+        saved.append(c.position)
+        if c.name.startswith("compare-unit-") and c.position.phase == phase:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_checkpoint", save_then_stop)
+        code, output = _compare(tiny_setup, *args)
+    assert code != 0 and saved[-1].phase == phase
+    (ck,) = (edge_tl_home / "runs").glob("compare-unit-*.ckpt")
+    assert ck.read_bytes().startswith(b"age-encryption.org/v1")
+    code, output = _compare(tiny_setup, *args)
+    assert code == 0, output
+    assert f"{ref['arm']}/{ref['protocol']}/24/0: resuming at {phase} stage" in output
+    assert not ck.exists()
+    (rec,) = json.loads((tiny_setup / "out" / "results.json").read_text())["runs"].values()
+    assert rec["confusion_matrix"] == ref["confusion_matrix"]
+    assert rec["accuracy"] == ref["accuracy"]
+
+
+def test_an_interrupted_unit_resumes_with_other_threads(tiny_setup, monkeypatch, edge_tl_home):
+    """threads change speed, not results: the unit's checkpoint still applies."""
+    from edge_tl import checkpoint
+
+    real = checkpoint.save_checkpoint
+
+    def save_then_stop(c):
+        real(c)
+        raise KeyboardInterrupt
+
+    args = ("--arms", "scratch", "--sizes", "24")
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_checkpoint", save_then_stop)
+        assert _compare(tiny_setup, *args)[0] != 0
+    (ck,) = (edge_tl_home / "runs").glob("compare-unit-*.ckpt")
+    (tiny_setup / "tiny.toml").write_text(CONFIG.replace("threads = 1", "threads = 2"),
+                                          encoding="utf-8")  # fmt: skip
+    code, output = _compare(tiny_setup, *args)
+    assert code == 0, output
+    assert "scratch/none/24/0: resuming at clas stage 2" in output
+    assert not ck.exists()
+
+
 def test_rerun_with_other_settings_is_refused(tiny_setup):
     code, output = _compare(tiny_setup, "--arms", "tfidf")
     assert code == 0, output
