@@ -21,16 +21,14 @@ import torch
 from edge_tl.config import from_dict
 from edge_tl.model import build_lm
 from edge_tl.pretrain import (
-    GUTENBERG,
     SIZES,
     PretrainConfig,
     PretrainResult,
     evaluate_perplexity,
-    model_card,
-    pack_result,
     unigram_log_probs,
     unigram_perplexity,
 )
+from edge_tl.pretrain_pack import GUTENBERG, model_card, pack_result
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
 

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 
 from edge_tl.bundle import read_bundle
-from edge_tl.pretrain import GUTENBERG, PretrainResult, model_card, pack_result
+from edge_tl.pretrain import PretrainResult
+from edge_tl.pretrain_pack import GUTENBERG, model_card, pack_result
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
 

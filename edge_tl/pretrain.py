@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
 import io
 import json
-import lzma
 import math
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, from_dict, to_dict
+from .corpus import read_corpus, take_words
 from .errors import ConfigError, DataError
 from .fsutil import atomic_writer
 
@@ -77,71 +74,6 @@ class PretrainResult:
     vocab: list[str]
     state_dict: dict[str, Any]
     stats: dict[str, Any]
-
-
-# ---------------------------------------------------------------- corpus reading
-
-
-def _unwrap(paragraph: str) -> str:
-    # Gutenberg books are hard-wrapped at ~70 columns; a paragraph is one text.
-    return re.sub(r"\s*\n\s*", " ", paragraph).strip()
-
-
-def _paragraphs(text: str) -> Iterator[str]:
-    for p in re.split(r"\n\s*\n", text):
-        p = _unwrap(p)
-        if p:
-            yield p
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    name = path.name.lower()
-    if name.endswith(".xz"):
-        return lzma.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
-
-
-def read_corpus(paths: list[Path]) -> Iterator[str]:
-    """Yield paragraphs from txt, jsonl(.xz/.gz) (key `text`) and csv(.gz) (column `text`) files."""
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"corpus file {path} does not exist", "check the --corpus paths")
-        stem = re.sub(r"\.(xz|gz)$", "", path.name.lower())
-        try:
-            with _open_text(path) as f:
-                if stem.endswith(".jsonl"):
-                    for n, line in enumerate(f, 1):
-                        if line.strip():
-                            rec = json.loads(line)
-                            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                                raise DataError(f"{path}:{n}: expected a JSON object with 'text'")
-                            yield from _paragraphs(rec["text"])
-                elif stem.endswith((".csv", ".tsv")):
-                    delim = "\t" if stem.endswith(".tsv") else ","
-                    reader = csv.DictReader(f, delimiter=delim)
-                    if not reader.fieldnames or "text" not in reader.fieldnames:
-                        raise DataError(f"{path}: no 'text' column", "name the column 'text'")
-                    for row in reader:
-                        if row["text"]:
-                            yield _unwrap(row["text"])
-                else:
-                    yield from _paragraphs(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, lzma.LZMAError, OSError) as e:
-            raise DataError(f"cannot read corpus file {path}: {e}") from e
-
-
-def take_words(paragraphs: Iterator[str], max_words: int) -> list[str]:
-    """Collect paragraphs until about `max_words` whitespace-separated words."""
-    out, n = [], 0
-    for p in paragraphs:
-        out.append(p)
-        n += p.count(" ") + 1
-        if n >= max_words:
-            break
-    return out
 
 
 # ---------------------------------------------------------------- tokenizing
@@ -416,48 +348,3 @@ def pretrain(corpus: list[Path], workdir: Path, cfg: PretrainConfig, *,
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return PretrainResult(model_cfg=model_cfg, vocab=vocab, state_dict=sd, stats=stats)
 
-
-# ---------------------------------------------------------------- packing
-
-GUTENBERG = {
-    "name": "Project Gutenberg (Lahiri's Gutenberg Dataset subset, edge_tl shared corpus)",
-    "description": "Public-domain English books, mostly 19th/early-20th century; "
-    "hard wraps unwrapped into paragraphs",
-    "license": "Public domain (Project Gutenberg texts; headers and license text removed)",
-}
-
-
-def model_card(name: str, result: PretrainResult, corpus_desc: dict[str, str], command: str,
-               hardware: str) -> str:
-    """A Markdown model card: how the base was made and how good it is."""
-    s = result.stats
-    c = result.model_cfg
-    unigram = ""
-    if "unigram_perplexity" in s:
-        unigram = f"; a unigram model (no context) scores {s['unigram_perplexity']} there"
-    return f"""# Base model card: {name}
-
-- Architecture: fastai AWD-LSTM, emb {c.emb_sz}, hidden {c.n_hid}, {c.n_layers} layers,
-  vocab {c.vocab_size:,} ({c.n_params():,} parameters, tied decoder)
-- Corpus: {corpus_desc.get('name', '?')}. {corpus_desc.get('description', '')}
-- License: {corpus_desc.get('license', '?')}
-- Tokenizer: fastai default rules + spacy English tokenizer (lowercased, xxmaj/xxup markers)
-- Tokens seen: {s['tokens_seen']:,} (of a {s['train_tokens_available']:,}-token training set)
-- Training time: {s['train_minutes']} min on {hardware}
-- Held-out perplexity: {s['valid_perplexity']} on {s['valid_tokens']:,} tokens of the corpus's
-  valid shard (books not in training){unigram}
-- Command: `{command}`
-- Config: `{json.dumps(s['config'])}`
-"""
-
-
-def pack_result(result: PretrainResult, out: Path, name: str, *, corpus_desc: dict[str, str],
-                card: str | None = None, sign_key: Path | None = None) -> Path:
-    """Write a finished pretraining result as a verified bundle (fp16 weights)."""
-    from .bundle import pack_bundle
-
-    return pack_bundle(out, name=name, model_cfg=result.model_cfg, vocab=result.vocab,
-                       state_dict=result.state_dict, tokenizer=TOKENIZER_SPEC,
-                       corpus=corpus_desc, description=f"AWD-LSTM base pretrained by edge_tl "
-                       f"(perplexity {result.stats['valid_perplexity']})", dtype="fp16",
-                       sign_key=sign_key, card=card)

@@ -9,8 +9,9 @@ import math
 
 import pytest
 
+from edge_tl.corpus import read_corpus
 from edge_tl.errors import DataError
-from edge_tl.pretrain import PretrainConfig, pretrain, read_corpus
+from edge_tl.pretrain import PretrainConfig, pretrain
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
          "boxing matches in the old town hall and nobody notices").split()

@@ -243,7 +243,8 @@ def pretrain_cmd(
 
     from ..bases import import_base
     from ..home import subdir
-    from ..pretrain import PretrainConfig, model_card, pack_result, pick_device, pretrain
+    from ..pretrain import PretrainConfig, pick_device, pretrain
+    from ..pretrain_pack import model_card, pack_result
 
     cfg = PretrainConfig(size=size)
     if max_tokens is not None:
