@@ -103,14 +103,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--defer-ensemble", type=int, default=0, help="0: never")
     ap.add_argument("--seconds", type=float, default=600.0, help="give up waiting after this")
+    ap.add_argument("--base", default="default")
+    ap.add_argument("--import-base", type=Path, help="with --prepare: import this bundle first")
+    ap.add_argument("--unsup-rows", type=int, default=50000,
+                    help="unlabelled reviews for the shared LM (the file may hold exactly these)")
     a = ap.parse_args()
     deadline = time.monotonic() + a.seconds
 
     os.environ["EDGE_TL_HOME"] = str(a.home)
     from compare_imdb import ensure_datasets
 
-    unsup = ensure_datasets(50000, a.imdb)
+    unsup = ensure_datasets(a.unsup_rows, a.imdb)
     if a.prepare:
+        if a.import_base is not None:
+            from edge_tl.bases import import_base
+
+            print(f"imported base {import_base(a.import_base, allow_unsigned=True)}", flush=True)
         return
     import edge_tl.compare as compare
     import edge_tl.fastcpu as fastcpu
@@ -129,7 +137,7 @@ def main() -> None:
     for spec in a.plan:
         sizes, seeds, arms = parse_plan(spec)
         plan = ComparePlan(data="imdb-train", test="imdb-test", sizes=sizes, seeds=seeds,
-                           protocols=("semi",), arms=arms, base="default", lm_data=(unsup,),
+                           protocols=("semi",), arms=arms, base=a.base, lm_data=(unsup,),
                            test_rows=5000, references="imdb")  # fmt: skip
         try:
             run_compare(plan, cfg, a.out, echo=lambda m: print(m, flush=True), work=a.work)
