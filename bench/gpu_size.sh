@@ -42,10 +42,10 @@ $PY bench/pack_default_base.py --workdir $W/pt --name "$NAME" \
     2>&1 | tail -4 | tee -a $W/runs/pretrain/log.txt
 cp $W/pt/stats.json "edge_tl/assets/$NAME.card.md" $W/runs/pretrain/ 2>/dev/null
 split -b 15000000 -d "edge_tl/assets/$NAME.etlb" "$OUT/$NAME.etlb.part" || exit 1
-$PY bench/gpu_curve.py --prepare --imdb $W/imdb --home $W/home --unsup-rows 5000 \
-    --import-base "edge_tl/assets/$NAME.etlb" || exit 1
+# pack_default_base put the bundle in edge_tl/assets/ and pinned it: a built-in base from here on
+$PY bench/gpu_curve.py --prepare --imdb $W/imdb --home $W/home --unsup-rows 5000 || exit 1
 left=$((T - $(date +%s) + start))
-echo "base $NAME packed and imported; $left s left for the curve"
+echo "base $NAME packed; $left s left for the curve"
 
 pids=()
 launch() {  # launch NAME ARGS...: one compare process in the background
