@@ -40,7 +40,13 @@ from .compare_plan import (
 )
 from .compare_plan import unit_seconds as unit_seconds  # part of this module's API (tests)
 from .compare_results import check_setup, load_results, locked, save_results
-from .compare_resume import lm_from_checkpoint, setup_digest, unit_checkpoint_name, unit_checkpoints
+from .compare_resume import (
+    checkpoint_meta,
+    lm_from_checkpoint,
+    setup_digest,
+    unit_checkpoint_name,
+    unit_checkpoints,
+)
 from .errors import ConfigError, DataError
 from .train_vault import make_runtime
 
@@ -206,8 +212,7 @@ def run_unit(ctx: _Ctx, u: Unit, doc: dict[str, Any]) -> dict[str, Any]:
         # fastai wants a validation set; we train on all N rows, so it is a spread of them
         step = max(1, len(rows) // VALID_ROWS)
         valid = (texts[::step][:VALID_ROWS], labels[::step][:VALID_ROWS])
-        meta = {"data": ctx.plan.data, "base": ctx.plan.base, "lm_data": list(ctx.plan.lm_data),
-                "dataset_fingerprint": ctx.setup_digest}  # fmt: skip
+        meta = checkpoint_meta(ctx.plan, ctx.setup_digest)
         name = unit_checkpoint_name(ctx.setup_digest, u.key)
         with unit_checkpoints(ctx.run, name, cfg, meta, ctx.echo) as (ck, extra):
             if ck is not None:

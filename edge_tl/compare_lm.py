@@ -52,7 +52,7 @@ def load_lm(path: Path, digest: str) -> _train.LMResult:
 def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
     """The semi protocol's LM, fine-tuned once on all text (labels unused) and loaded if an
     earlier run made it; `ctx` is compare's run context, `doc` its results document."""
-    from .compare_resume import unit_checkpoints
+    from .compare_resume import checkpoint_meta, unit_checkpoints
     from .fastcpu import tokenize
 
     if ctx.semi is not None:
@@ -62,8 +62,7 @@ def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
         ctx.semi = load_lm(path, ctx.digest)
         return ctx.semi
     texts, cfg = ctx.lm_texts(), ctx.cfg
-    meta = {"data": ctx.plan.data, "base": ctx.plan.base, "lm_data": list(ctx.plan.lm_data),
-            "dataset_fingerprint": ctx.digest}  # fmt: skip
+    meta = checkpoint_meta(ctx.plan, ctx.digest)
     with unit_checkpoints(ctx.run, f"compare-semi-{ctx.digest[:16]}", cfg, meta, ctx.echo,
                           check_config=False) as (ck, _):  # fmt: skip
         ctx.echo(f"shared LM (semi): fine-tuning on {len(texts):,} texts"

@@ -32,6 +32,12 @@ def unit_checkpoint_name(digest: str, key: str) -> str:
     return f"compare-unit-{digest[:16]}-{key.replace('/', '-')}"
 
 
+def checkpoint_meta(plan: Any, fingerprint: str) -> dict[str, Any]:
+    """The Checkpoint fields that say which comparison a checkpoint belongs to."""
+    return {"data": plan.data, "base": plan.base, "lm_data": list(plan.lm_data),
+            "dataset_fingerprint": fingerprint}  # fmt: skip
+
+
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
     strip = {k: None for k in RUNTIME_KEYS}
     return {**a, **strip} == {**b, **strip}
@@ -92,4 +98,10 @@ def lm_from_checkpoint(ck: Any, shape: Any, base: str | None) -> _train.LMResult
     )  # fmt: skip
 
 
-__all__ = ["lm_from_checkpoint", "setup_digest", "unit_checkpoint_name", "unit_checkpoints"]
+__all__ = [
+    "checkpoint_meta",
+    "lm_from_checkpoint",
+    "setup_digest",
+    "unit_checkpoint_name",
+    "unit_checkpoints",
+]
