@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--base", default="default")
     ap.add_argument("--sizes", default="500,1000,2500,5000,10000,20000")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-list", default=None, help="explicit seeds, e.g. 1,2 (beats --seeds)")
     ap.add_argument("--protocol", choices=["supervised", "semi", "both"], default="both")
     ap.add_argument("--arms", default="transfer,scratch,tfidf")
     ap.add_argument("--test-rows", type=int, default=5000)
@@ -107,7 +108,8 @@ def main() -> None:
     cfg = resolve_config(prof, json.loads(a.config))
     plan = ComparePlan(
         data="imdb-train", test="imdb-test", sizes=tuple(int(s) for s in a.sizes.split(",")),
-        seeds=tuple(range(a.seeds)),
+        seeds=(tuple(int(s) for s in a.seed_list.split(",")) if a.seed_list
+               else tuple(range(a.seeds))),
         protocols=("supervised", "semi") if a.protocol == "both" else (a.protocol,),
         arms=tuple(a.arms.split(",")), base=a.base, lm_data=(unsup,), test_rows=a.test_rows,
         references="imdb",

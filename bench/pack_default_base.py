@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--hw-note", default="2 cores", help="how the CPU was shared, for the card")
     ap.add_argument("--tokens-seen", type=int, default=0,
                     help="override (when the batch size was changed on a resume)")
+    ap.add_argument("--dest", type=Path, default=ASSETS,
+                    help="folder for the bundle and card; only the package's assets get pinned")
     a = ap.parse_args()
     cfg = from_dict(PretrainConfig, json.loads((a.workdir / "config.json").read_text()), "cfg")
     vocab = json.loads((a.workdir / "vocab.json").read_text())
@@ -83,10 +85,12 @@ def main() -> None:
            f".venv/bin/python bench/pack_default_base.py --workdir {a.workdir}")
     hw = f"{platform.machine()} CPU, {a.hw_note}, torch {torch.__version__}"
     card = model_card(a.name, result, GUTENBERG, cmd, hw) + (f"\n{a.note}\n" if a.note else "")
-    out = pack_result(result, ASSETS / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
+    a.dest.mkdir(parents=True, exist_ok=True)
+    out = pack_result(result, a.dest / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    (ASSETS / "bases.sha256").write_text(f"{digest}  {out.name}\n")
-    (ASSETS / f"{a.name}.card.md").write_text(card)
+    if a.dest.resolve() == ASSETS.resolve():  # a built-in base: pin it
+        (ASSETS / "bases.sha256").write_text(f"{digest}  {out.name}\n")
+    (a.dest / f"{a.name}.card.md").write_text(card)
     print(card)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), sha256 {digest}", file=sys.stderr)
 

@@ -44,6 +44,16 @@ class TfidfModel:
         pred = self.classifier.predict(self.vectorizer.transform(list(texts)))
         return [self.labels[int(i)] for i in pred]
 
+    def linear_parts(self) -> tuple[Any, Any]:
+        """(coef, intercept) as one-vs-rest rows: (1, F) and (1,) for two labels, else (K, F)."""
+        import numpy as np
+
+        if hasattr(self.classifier, "estimators_"):  # OneVsRestClassifier
+            est = self.classifier.estimators_
+            return (np.vstack([e.coef_ for e in est]),
+                    np.concatenate([e.intercept_ for e in est]))  # fmt: skip
+        return self.classifier.coef_, self.classifier.intercept_
+
     def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
         """Probability of each label (in `labels` order) for every text."""
         return self.classifier.predict_proba(self.vectorizer.transform(list(texts))).tolist()
@@ -57,6 +67,7 @@ def train_tfidf(
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.multiclass import OneVsRestClassifier
 
     cfg = cfg or TfidfConfig()
     if len(texts) != len(labels):
@@ -77,8 +88,10 @@ def train_tfidf(
 
     def clf(c: float) -> Any:
         # liblinear shuffles its coordinates: fix the order so a rerun gives the same model
-        return LogisticRegression(C=c, solver="liblinear", max_iter=cfg.max_iter,
-                                  random_state=seed)  # fmt: skip
+        lr = LogisticRegression(C=c, solver="liblinear", max_iter=cfg.max_iter, random_state=seed)
+        # liblinear is binary only (scikit-learn >= 1.8): one-vs-rest for more labels, which
+        # is what it did by itself before
+        return lr if len(names) == 2 else OneVsRestClassifier(lr)
 
     if folds >= 2 and len(cfg.cs) > 1:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -284,6 +284,8 @@ def run_compare(
 
     out = Path(out)
     work = Path(work) if work is not None else out
+    # The arms are the network alone; the `transfer+tfidf` series is compare's own mean.
+    cfg = dataclasses.replace(cfg, tfidf_head=False)
     with locked(work):
         out.mkdir(parents=True, exist_ok=True)
         doc = load_results(out)
@@ -352,7 +354,8 @@ def run_compare(
             "test_fingerprint": ts.fingerprint, "test_rows": n_test, "test_seed": TEST_SEED,
             "base": plan.base, "base_sha256": bi.sha256, "model_config": to_dict(shape),
             "lm_data": {n: d.fingerprint for n, d in lm_sets.items()},
-            "train_config": {**_train.config_dict(cfg), **RUNTIME_ONLY},
+            "train_config": {**{k: v for k, v in _train.config_dict(cfg).items()
+                                if k != "tfidf_head"}, **RUNTIME_ONLY},  # always off here
         }  # fmt: skip
         if old.get("train_config") is not None:
             # Results from before lm_frozen_through_rnn existed were trained fastai's way.

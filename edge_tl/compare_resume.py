@@ -39,7 +39,8 @@ def checkpoint_meta(plan: Any, fingerprint: str) -> dict[str, Any]:
 
 
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    strip = {k: None for k in RUNTIME_KEYS}
+    # compare always trains the network alone (tfidf_head off); older checkpoints lack the key
+    strip = {k: None for k in (*RUNTIME_KEYS, "tfidf_head")}
     return {**a, **strip} == {**b, **strip}
 
 

@@ -91,8 +91,14 @@ def evaluate_texts(
     model.load_state_dict(m.state_dict)
     ids = numericalize(tokenize(texts, workers), m.vocab)
     c2i = {n: i for i, n in enumerate(m.labels)}
+    gold = [c2i[x] for x in labels]
+    if m.tfidf_head is not None:  # what the model predicts: the mix with its TF-IDF head
+        from .tfidf_head import mixed_metrics
+
+        probs = predict_proba_ids(model, ids, bs, bptt, dtype)
+        return mixed_metrics(m.tfidf_head, probs, texts, gold, m.labels)
     pred = predict_ids(model, ids, bs, bptt, dtype)
-    return metrics_from_predictions([c2i[x] for x in labels], pred, m.labels)
+    return metrics_from_predictions(gold, pred, m.labels)
 
 
 def evaluate_model(name: str, data: str, dtype: str = "fp32") -> dict[str, Any]:

@@ -23,7 +23,8 @@ from .predict import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
 from .tokenize import SPECIAL_TOKENS, tokenizer_spec
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the network alone
+FORMAT_VERSION_TFIDF = 2  # with the TF-IDF head (docs/onnx-format.md, version 2)
 OPSET = 17
 DEFAULT_BPTT = 72
 DEFAULT_MAX_LEN = 72 * 20
@@ -141,7 +142,8 @@ def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str]]:
     return keep, [model.vocab[i] for i in keep]
 
 
-def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any]) -> dict[str, str]:
+def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any],
+                   head: Any = None) -> dict[str, str]:  # fmt: skip
     """The metadata_props of an export (docs/onnx-format.md), values as JSON text."""
     bptt, max_len = _seq_settings(model)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -162,12 +164,16 @@ def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any])
     }
     meta = {
         "edge_tl.format": FORMAT_NAME,
-        "edge_tl.format_version": FORMAT_VERSION,
+        "edge_tl.format_version": FORMAT_VERSION if head is None else FORMAT_VERSION_TFIDF,
         "edge_tl.labels": list(model.labels),
         "edge_tl.vocab": vocab,
         "edge_tl.tokenizer": tokenizer_spec(),
         "edge_tl.provenance": provenance,
     }
+    if head is not None:
+        from .tfidf_head import SPEC_VERSION
+
+        meta["edge_tl.tfidf"] = {"version": SPEC_VERSION, **head.spec()}
     try:
         return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
     except TypeError as e:
@@ -175,9 +181,11 @@ def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any])
 
 
 def to_onnx_bytes(
-    model: TrainedModel, *, quantize: str | None = None, vocab: str = "full"
+    model: TrainedModel, *, quantize: str | None = None, vocab: str = "full",
+    tfidf_head: bool = True,
 ) -> bytes:
-    """Serialised ONNX model (plaintext) for `model`."""
+    """Serialised ONNX model (plaintext) for `model` (with its TF-IDF head, if it has one and
+    `tfidf_head`: format version 2)."""
     import onnx
     import torch
 
@@ -208,10 +216,19 @@ def to_onnx_bytes(
     proto = onnx.load_from_string(buf.getvalue())
     if quantize == "int8":
         proto = _quantize_int8(proto)
+    head = model.tfidf_head if tfidf_head else None
     extra = {"quantize": quantize, "vocab_mode": vocab,
              "dropped_tokens": len(model.vocab) - len(out_vocab)}
+    if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
+        from .tfidf_head import add_to_graph
+
+        if vocab == "base":  # its n-grams must not carry private-only words either
+            n = len(head.features)
+            head = head.restricted(set(out_vocab))
+            extra["dropped_ngrams"] = n - len(head.features)
+        add_to_graph(proto, head)
     del proto.metadata_props[:]
-    for k, v in build_metadata(model, out_vocab, extra).items():
+    for k, v in build_metadata(model, out_vocab, extra, head).items():
         proto.metadata_props.add(key=k, value=v)
     proto.doc_string = f"edge_tl classifier {model.name!r}"
     try:
@@ -288,6 +305,7 @@ def export_onnx(
     encrypt: bool = False,
     vocab: str = "full",
     external_data: bool = False,
+    tfidf_head: bool = True,
 ) -> Path:
     """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data)."""
     out = Path(out)
@@ -298,7 +316,7 @@ def export_onnx(
             "--encrypt and --external-data do not go together: an encrypted export is one file "
             "that is decrypted in memory", "drop one of the two flags",
         )
-    data = to_onnx_bytes(model, quantize=quantize, vocab=vocab)
+    data = to_onnx_bytes(model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head)
     if encrypt:
         from .keys import encrypt_for_device
 
@@ -323,6 +341,7 @@ __all__ = [
     "DATA_MAGIC",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSION_TFIDF",
     "build_metadata",
     "data_header",
     "export_onnx",

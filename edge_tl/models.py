@@ -44,6 +44,7 @@ class TrainedModel:
     base_sha256: str | None = None
     dataset_fingerprint: str | None = None
     created: str = ""
+    tfidf_head: Any = None  # tfidf_head.TfidfHead, averaged with the network at export
 
 
 def check_name(name: str, what: str = "model") -> str:
@@ -116,7 +117,8 @@ _REDO = "the file is damaged or from another version; retrain the model or resto
 
 def model_to_bytes(m: TrainedModel) -> bytes:
     """Plaintext container of a trained model (encrypt it before it touches disk)."""
-    body = tensors_to_bytes(m.state_dict)
+    head = m.tfidf_head
+    body = tensors_to_bytes({**m.state_dict, **(head.tensors() if head is not None else {})})
     header = {
         "format": "edge_tl/model",
         "version": 1,
@@ -133,13 +135,15 @@ def model_to_bytes(m: TrainedModel) -> bytes:
         "dataset_fingerprint": m.dataset_fingerprint,
         "created": m.created,
     }
+    if head is not None:  # absent otherwise: a model without one is what it always was
+        header["tfidf_head"] = head.spec()
     return pack_container(MODEL_MAGIC, header, body)
 
 
 def model_from_bytes(data: bytes, what: str) -> TrainedModel:
     """Parse and fully validate a decrypted model container."""
     h, body = unpack_container(MODEL_MAGIC, data, what)
-    missing, unknown = MODEL_KEYS - set(h), set(h) - MODEL_KEYS
+    missing, unknown = MODEL_KEYS - set(h), set(h) - MODEL_KEYS - {"tfidf_head"}
     if missing or unknown:
         key = sorted(missing or unknown)[0]
         raise ModelError(f"{what}: header key {key!r} is {'missing' if missing else 'unknown'}")
@@ -167,12 +171,23 @@ def model_from_bytes(data: bytes, what: str) -> TrainedModel:
     _check(isinstance(h["name"], str) and isinstance(h["created"], str), what,
            "name and created must be strings")  # fmt: skip
     tensors = tensors_from_bytes(body, what)
+    head_tensors = {k: tensors.pop(k) for k in [k for k in tensors if k.startswith("tfidf.")]}
+    head = None
+    if h.get("tfidf_head") is not None:
+        from .tfidf_head import head_from_parts
+
+        try:
+            head = head_from_parts(h["tfidf_head"], head_tensors, len(labels))
+        except ValueError as e:
+            raise ModelError(f"{what}: {e}", _REDO) from e
+    elif head_tensors:
+        raise ModelError(f"{what}: tensor {sorted(head_tensors)[0]!r} is unexpected", _REDO)
     _check_shapes(tensors, cfg, len(labels), lin, what)
     return TrainedModel(
         name=h["name"], model_cfg=cfg, vocab=h["vocab"], labels=labels, state_dict=tensors,
         lin_ftrs=lin, train_config=h["train_config"], metrics=h["metrics"], base=h["base"],
         base_sha256=h["base_sha256"], dataset_fingerprint=h["dataset_fingerprint"],
-        created=h["created"],
+        created=h["created"], tfidf_head=head,
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from .errors import DataError, ExportError
 from .tokenize import SPECIAL_TOKENS, Encoder, tokenizer_from_spec
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)  # 2: with the TF-IDF head
 _AGE_MAGIC = b"age-encryption.org/v1"
 _ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # Rows of similar length go together so little compute is spent on padding.
@@ -51,6 +51,7 @@ class ModelMeta:
     tokenizer: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
     external_data: dict[str, Any] | None = None
+    tfidf: dict[str, Any] | None = None  # version 2: the TF-IDF head's spec
 
 
 def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
@@ -77,12 +78,21 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
             "give a file written by `edge-tl export`",
         )
     version = _json(props, "edge_tl.format_version", int, "an integer")
-    if version != FORMAT_VERSION:
-        hint = "upgrade edge_tl" if version > FORMAT_VERSION else "re-export it with this edge_tl"
+    if version not in FORMAT_VERSIONS:
+        hint = "upgrade edge_tl" if version > max(FORMAT_VERSIONS) else "re-export it"
         raise ExportError(
-            f"model file is format version {version}; this edge_tl reads version {FORMAT_VERSION}",
-            hint,
-        )
+            f"model file is format version {version}; this edge_tl reads versions "
+            f"{' and '.join(map(str, FORMAT_VERSIONS))}", hint,
+        )  # fmt: skip
+    tfidf = None
+    if version == 2:
+        from .tfidf_head import SPEC_VERSION, spec_problem
+
+        tfidf = _json(props, "edge_tl.tfidf", dict, "an object")
+        problem = ("version must be 1" if tfidf.get("version") != SPEC_VERSION
+                   else spec_problem(tfidf))  # fmt: skip
+        if problem:
+            raise ExportError(f"model metadata: edge_tl.tfidf: {problem}", "re-export the model")
     labels = _json(props, "edge_tl.labels", list, "a list of label names")
     if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(
         labels
@@ -105,7 +115,7 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
                 and re.fullmatch(r"[0-9a-f]{64}", digest)):  # fmt: skip
             raise ExportError("model metadata: edge_tl.external_data must name a file beside "
                               "the model, its size and its sha256", "re-export the model")
-    return ModelMeta(version, labels, vocab, tokenizer, provenance, ext)
+    return ModelMeta(version, labels, vocab, tokenizer, provenance, ext, tfidf)
 
 
 def check_external_data(model_path: Path, ext: Mapping[str, Any]) -> Path:
@@ -205,19 +215,29 @@ class Classifier:
         self.labels = list(self.meta.labels)
         self._encoder = Encoder(tokenizer_from_spec(self.meta.tokenizer), self.meta.vocab)
         self._pad = int(self.meta.tokenizer.get("pad_id", 1))
+        self._ngrams = None
+        if self.meta.tfidf is not None:
+            from .tfidf_head import NgramCounter
+
+            t = self.meta.tfidf
+            self._ngrams = NgramCounter(t["features"], lowercase=t["lowercase"],
+                                        token_pattern=t["token_pattern"],
+                                        ngram_range=t["ngram_range"])  # fmt: skip
 
     def _check_graph(self) -> None:
         ins = {i.name: i for i in self._sess.get_inputs()}
-        outs = self._sess.get_outputs()
-        ok = (
-            set(ins) == {"input_ids", "lengths"}
-            and ins["input_ids"].type == "tensor(int64)" and len(ins["input_ids"].shape) == 2
-            and ins["lengths"].type == "tensor(int64)" and len(ins["lengths"].shape) == 1
-            and len(outs) == 1 and outs[0].name == "probs" and outs[0].type == "tensor(float)"
-            and len(outs[0].shape) == 2
-        )
-        if ok and isinstance(outs[0].shape[1], int) and outs[0].shape[1] != len(self.meta.labels):
-            ok = False
+        outs = {o.name: o for o in self._sess.get_outputs()}
+        want_in = {"input_ids": ("tensor(int64)", 2), "lengths": ("tensor(int64)", 1)}
+        want_out = ["probs"]
+        if self.meta.format_version == 2:
+            want_in.update(tfidf_ids=("tensor(int64)", 2), tfidf_counts=("tensor(float)", 2))
+            want_out += ["probs_neural", "probs_tfidf"]
+        ok = set(ins) == set(want_in) and set(outs) == set(want_out) and all(
+            (ins[k].type, len(ins[k].shape)) == v for k, v in want_in.items()
+        ) and all(outs[k].type == "tensor(float)" and len(outs[k].shape) == 2 for k in want_out)
+        for o in outs.values() if ok else ():
+            if isinstance(o.shape[1], int) and o.shape[1] != len(self.meta.labels):
+                ok = False
         if not ok:
             raise ExportError(
                 f"{self.path}: graph inputs/outputs are not those of an edge_tl classifier",
@@ -240,13 +260,26 @@ class Classifier:
             out.append(self._encoder.encode(t))
         return out
 
+    def ngram_counts(self, texts: Sequence[str]) -> list[dict[int, int]] | None:
+        """The TF-IDF head's input for each text (None for a model without a head)."""
+        if self._ngrams is None:
+            return None
+        return [self._ngrams(t) for t in ([texts] if isinstance(texts, str) else texts)]
+
     def predict_proba(self, texts: Sequence[str]):
         """Probabilities, a float32 array (n_texts, n_class)."""
-        return self.proba_ids(self.encode(texts))
+        return self.proba_ids(self.encode(texts), self.ngram_counts(texts))
 
-    def proba_ids(self, ids: Sequence[Sequence[int]]):
-        """Probabilities for already-encoded texts, batched by length."""
+    def proba_ids(self, ids: Sequence[Sequence[int]],
+                  ngrams: Sequence[dict[int, int]] | None = None):  # fmt: skip
+        """Probabilities for already-encoded texts (and, with a TF-IDF head, their
+        `ngram_counts`), batched by length."""
         import numpy as np
+
+        if (ngrams is None) != (self._ngrams is None) or (ngrams is not None
+                                                           and len(ngrams) != len(ids)):
+            raise DataError("a model with a TF-IDF head needs the n-gram counts of every text "
+                            "(and one without takes none)", "call predict_proba(texts)")
 
         n = len(ids)
         probs = np.zeros((n, len(self.labels)), dtype=np.float32)
@@ -260,23 +293,39 @@ class Classifier:
             ):
                 j += 1
             rows = order[i:j]
-            width = len(ids[rows[-1]])
-            batch = np.full((len(rows), width), self._pad, dtype=np.int64)  # (batch, seq)
-            lens = np.empty(len(rows), dtype=np.int64)  # (batch,)
-            for r, k in enumerate(rows):
-                batch[r, : len(ids[k])] = ids[k]
-                lens[r] = len(ids[k])
-            try:
-                out = self._sess.run(["probs"], {"input_ids": batch, "lengths": lens})[0]
-            except _ort_errors() as e:
-                # e.g. a vocab longer than the embedding: the file is inconsistent, not the text.
-                raise ExportError(
-                    f"{self.path}: the model failed to run ({str(e).splitlines()[0][:200]})",
-                    "re-export the model with `edge-tl export`",
-                ) from e
-            probs[rows] = out
+            probs[rows] = self._run(["probs"], [ids[k] for k in rows],
+                                    None if ngrams is None else [ngrams[k] for k in rows])[0]
             i = j
         return probs
+
+    def outputs(self, texts: Sequence[str], names: Sequence[str] = ("probs",)) -> list[Any]:
+        """Named graph outputs for `texts`, run as one batch (version 2 also has
+        `probs_neural` and `probs_tfidf`: the network's and the TF-IDF head's own)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self._run(list(names), self.encode(texts), self.ngram_counts(texts))
+
+    def _run(self, names: list[str], ids: Sequence[Sequence[int]],
+             ngrams: Sequence[dict[int, int]] | None) -> list[Any]:  # fmt: skip
+        """One onnxruntime call: right-padded ids, lengths and, with a head, its n-grams."""
+        import numpy as np
+
+        batch = np.full((len(ids), max(map(len, ids))), self._pad, dtype=np.int64)  # (b, seq)
+        for r, row in enumerate(ids):
+            batch[r, : len(row)] = row
+        feeds = {"input_ids": batch, "lengths": np.array([len(r) for r in ids], dtype=np.int64)}
+        if ngrams is not None:
+            from .tfidf_head import feed_arrays
+
+            pad = len(self.meta.tfidf["features"])
+            feeds["tfidf_ids"], feeds["tfidf_counts"] = feed_arrays(ngrams, pad)
+        try:
+            return self._sess.run(names, feeds)
+        except _ort_errors() as e:
+            # e.g. a vocab longer than the embedding: the file is inconsistent, not the text.
+            raise ExportError(
+                f"{self.path}: the model failed to run ({str(e).splitlines()[0][:200]})",
+                "re-export the model with `edge-tl export`",
+            ) from e
 
     def predict(self, texts: Sequence[str] | str) -> list[Prediction]:
         """Predicted label and per-label probabilities for each text."""

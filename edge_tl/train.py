@@ -338,8 +338,10 @@ def train_classifier(
         tr, va = stratified_split(y, cfg.valid_pct, cfg.seed)
         v_docs, v_y = [docs[i] for i in va], [y[i] for i in va]
         docs, y = [docs[i] for i in tr], [y[i] for i in tr]
+        tr_texts, v_texts = [texts[i] for i in tr], [texts[i] for i in va]
     else:
         v_docs, v_y = fastcpu.tokenize(valid[0], cfg.workers), [c2i[x] for x in valid[1]]
+        tr_texts, v_texts = list(texts), list(valid[0])
     resume = run.resume if run.resume is not None and run.resume.position.phase == "clas" else None
     # ULMFiT's small lrs for lower layers and later stages protect pretrained features; on a
     # random-init encoder (no base; an LM trained only on this data) they keep the embeddings
@@ -397,7 +399,18 @@ def train_classifier(
         if k == 0 and cfg.cache_head_features and run.save is not None:
             run.save("clas", 1, 0, 0, learn, None, None)
     seconds = time.perf_counter() - t_all
-    metrics = evaluate_ids(model, v_ids, v_y, names, run, cfg)
+    head = None
+    if cfg.tfidf_head:  # fitted on the same training rows; the valid rows only report
+        from .evaluate import predict_proba_ids
+        from .tfidf_head import fit_head, mixed_metrics
+
+        t0 = time.perf_counter()
+        head = fit_head(tr_texts, [names[i] for i in y], names, cfg.seed)
+        neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
+        metrics = mixed_metrics(head, neural, v_texts, v_y, names)
+        metrics["tfidf_seconds"] = time.perf_counter() - t0
+    else:
+        metrics = evaluate_ids(model, v_ids, v_y, names, run, cfg)
     epochs = sum(cfg.stages[first:])
     metrics.update(clas_seconds=seconds, clas_tokens=tokens_per_epoch * epochs,
                    clas_tokens_per_s=tokens_per_epoch * epochs / seconds if seconds else 0.0,
@@ -411,7 +424,7 @@ def train_classifier(
         name=name, model_cfg=mcfg, vocab=list(vocab), labels=names, state_dict=state,
         lin_ftrs=list(cfg.lin_ftrs), train_config=config_dict(cfg), metrics=metrics,
         base=None if lm is None else lm.base,
-        base_sha256=None if lm is None else lm.base_sha256,
+        base_sha256=None if lm is None else lm.base_sha256, tfidf_head=head,
     )  # fmt: skip
 
 

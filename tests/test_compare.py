@@ -127,6 +127,11 @@ def test_tiny_curve_end_to_end_resumes_and_skips(tiny_setup, monkeypatch, edge_t
         assert 0.0 <= ens["accuracy"] <= 1.0 and sum(map(sum, ens["confusion_matrix"])) == 30
         assert ens["tfidf_c"] == doc["runs"][f"tfidf/none/{key.split('/')[2]}/0"]["metrics"]["c"]
     assert "ensemble" not in doc["runs"]["scratch/none/12/0"]["metrics"]
+    # arms are the network alone (train's TF-IDF head off), and the setup (and so its digests)
+    # is what it was before the head existed
+    assert "tfidf_head" not in doc["setup"]["train_config"]
+    assert all(r["config"]["tfidf_head"] is False
+               for r in doc["runs"].values() if r["arm"] != "tfidf")  # fmt: skip
     assert doc["runs"]["transfer/supervised/12/0"]["timings"]["lm"] > 0
     assert doc["semi_lm"]["texts"] == 56  # all 40 labelled texts + 16 unlabelled, once
     assert doc["runs"]["transfer/semi/12/0"]["timings"]["shared_lm"] > 0

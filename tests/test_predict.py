@@ -152,9 +152,10 @@ def test_not_a_model_and_corrupted(onnx_path: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_format_version(onnx_path: Path, tmp_path: Path) -> None:
-    v2 = _with_props(onnx_path, tmp_path / "v2.onnx", edge_tl__format_version="2")
-    assert _error([str(v2), "hi"]) == (
-        "Error: model file is format version 2; this edge_tl reads version 1. upgrade edge_tl"
+    v3 = _with_props(onnx_path, tmp_path / "v3.onnx", edge_tl__format_version="3")
+    assert _error([str(v3), "hi"]) == (
+        "Error: model file is format version 3; this edge_tl reads versions 1 and 2. "
+        "upgrade edge_tl"
     )
 
 

@@ -108,9 +108,19 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
     assert m.train_config["stages"] == [1, 1] and m.train_config["scratch"] is True
     assert CANARY in m.vocab  # it was learnt ...
     assert m.metrics["lm_epochs_run"] == 1 and m.metrics["valid_rows"] == 4
+    # the TF-IDF head (default on): fitted on the 36 training rows, canary n-grams included
+    assert m.tfidf_head is not None and CANARY in m.tfidf_head.features
+    assert {"neural_accuracy", "tfidf_accuracy", "tfidf_c"} <= set(m.metrics)
+    assert "(network " in res.output
     for folder in (edge_tl_home, work, tmp):  # ... and is nowhere on disk in plaintext
         assert _files_with(folder, CANARY.encode()) == [], folder
     assert not list((edge_tl_home / "runs").glob("*.ckpt"))  # checkpoint removed at the end
+    res = CliRunner().invoke(cli, ["train", "--data", "tiny", "--out", "m2", "--scratch",
+                                   "--no-tfidf-head", "--config", str(tiny_setup), "--quiet"])
+    assert res.exit_code == 0, res.output
+    m2 = load_model("m2")
+    assert m2.tfidf_head is None and "neural_accuracy" not in m2.metrics
+    assert m2.train_config["tfidf_head"] is False
 
 
 @dataclass

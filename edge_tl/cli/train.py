@@ -58,19 +58,22 @@ def config_file_overrides(path: Path) -> dict[str, Any]:
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32", "fp16"]), default=None,
               help="Compute dtype [auto: bf16 autocast where native].")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
+@click.option("--tfidf-head/--no-tfidf-head", default=None,
+              help="Also fit TF-IDF + LR and average it with the network [on].")
 @click.option("--resume", "resume", default=None, metavar="MODEL",
               help="Continue the interrupted run of MODEL from its last checkpoint.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @PASSPHRASE_FILE
 def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epochs, stages, lr,
-          max_len, bs, dtype, seed, resume, quiet, passphrase_file) -> None:  # fmt: skip
+          max_len, bs, dtype, seed, tfidf_head, resume, quiet,
+          passphrase_file) -> None:  # fmt: skip
     """Fine-tune a base on a vault dataset (ULMFiT) and store the classifier as --out."""
     t0 = time.perf_counter()
     from ..train import resolve_config, train_from_vault
 
     _passphrase(passphrase_file)
     flags = {"scratch": scratch, "lm_epochs": lm_epochs, "lr": lr, "max_len": max_len,
-             "bs": bs, "dtype": dtype, "seed": seed}  # fmt: skip
+             "bs": bs, "dtype": dtype, "seed": seed, "tfidf_head": tfidf_head}  # fmt: skip
     if stages is not None:
         flags["stages"] = _stages(stages)
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -96,7 +99,11 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
         m = train_from_vault(data_name, base, out, cfg, lm_data=list(lm_data), profile=prof,
                              progress=not quiet, echo=click.echo)  # fmt: skip
     acc = m.metrics.get("accuracy", float("nan"))
-    click.echo(f"saved model {m.name!r}: validation accuracy {acc:.4f} "
+    parts = ""
+    if "neural_accuracy" in m.metrics:
+        parts = (f" (network {m.metrics['neural_accuracy']:.4f}, TF-IDF head "
+                 f"{m.metrics['tfidf_accuracy']:.4f})")  # fmt: skip
+    click.echo(f"saved model {m.name!r}: validation accuracy {acc:.4f}{parts} "
                f"({m.metrics.get('valid_rows', 0)} rows); trained in "
                f"{(time.perf_counter() - t0) / 60:.1f} min")  # fmt: skip
 
