@@ -224,3 +224,26 @@ def test_vocab_base_export_drops_private_ngrams(tmp_path: Path, monkeypatch) -> 
     np.testing.assert_allclose(head_proba(kept, text), c.outputs(text, ["probs_tfidf"])[0],
                                atol=2e-6)  # fmt: skip
 
+
+
+def test_predict_v2_imports_no_torch_sklearn(head_model, tmp_path: Path) -> None:
+    """The head is read with re, collections and numpy only: predict stays onnxruntime-only."""
+    import os
+    import subprocess
+    import sys
+
+    from edge_tl.export import export_onnx
+
+    path = export_onnx(head_model, tmp_path / "v2.onnx")
+    code = (
+        "import sys\n"
+        "from edge_tl.cli import cli\n"
+        f"cli.main(['predict', {str(path)!r}, 'great movie'], standalone_mode=False)\n"
+        "bad = sorted(m for m in ('torch', 'fastai', 'spacy', 'sklearn') if m in sys.modules)\n"
+        "print('IMPORTED', bad)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=60,
+                         check=True).stdout  # fmt: skip
+    assert out.splitlines()[-1] == "IMPORTED []"
