@@ -15,8 +15,6 @@ in compare_lm, the results file and its lock in compare_results.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import random
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import train as _train
-from .compare_lm import SEMI_LM, shared_lm
+from .compare_lm import CLASSIFIER_ONLY, LM_DIGEST_FILL, SEMI_LM, lm_digest, shared_lm
 from .compare_plan import (
     ARMS,
     DEFAULT_SIZES,
@@ -54,27 +52,6 @@ TEST_SEED = 0  # the test subset is the same for every run
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
 # Knobs that change speed, not results: a comparison may be resumed with other values.
 RUNTIME_ONLY = {"threads": 0, "workers": 0, "checkpoint_minutes": 10.0}
-# Settings the shared semi LM does not depend on: another classifier recipe reuses it.
-CLASSIFIER_ONLY = ("stages", "lr", "stage_lr_mults", "lr_div", "discriminative", "clas_drop_mult",
-                   "lin_ftrs", "cache_head_features", "bs", "max_len")  # fmt: skip
-
-
-# What the digest puts in place of the classifier-only settings: the defaults when the first
-# shared LM was made, frozen so that a later change of defaults keeps stored LMs valid.
-LM_DIGEST_FILL: dict[str, Any] = {
-    "stages": [1, 1, 1, 2], "lr": 0.02, "stage_lr_mults": [1.0, 0.5, 0.25, 0.05], "lr_div": 2.6,
-    "discriminative": "auto", "clas_drop_mult": 0.5, "lin_ftrs": [50],
-    "cache_head_features": True, "bs": 0, "max_len": 1440,
-}  # fmt: skip
-
-
-def lm_digest(setup: dict[str, Any]) -> str:
-    """The digest that ties the shared LM to a setup, blind to classifier-only settings."""
-    tc = {**setup["train_config"], **LM_DIGEST_FILL}
-    return hashlib.sha256(json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
-                          ).hexdigest()  # fmt: skip
-
-
 # ---------------------------------------------------------------- runtime and records
 
 
@@ -393,6 +370,9 @@ def run_compare(
 
 __all__ = [
     "ARMS",
+    "CLASSIFIER_ONLY",
+    "LM_DIGEST_FILL",
+    "lm_digest",
     "PROTOCOLS",
     "DEFAULT_SIZES",
     "ComparePlan",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,26 @@ from .fsutil import atomic_write
 
 LM_MAGIC = b"edge_tl/compare-lm v1\n"
 SEMI_LM = "semi-lm.age"
+
+# Settings the shared semi LM does not depend on: another classifier recipe reuses it.
+CLASSIFIER_ONLY = ("stages", "lr", "stage_lr_mults", "lr_div", "discriminative", "clas_drop_mult",
+                   "lin_ftrs", "cache_head_features", "bs", "max_len")  # fmt: skip
+
+
+# What the digest puts in place of the classifier-only settings: the defaults when the first
+# shared LM was made, frozen so that a later change of defaults keeps stored LMs valid.
+LM_DIGEST_FILL: dict[str, Any] = {
+    "stages": [1, 1, 1, 2], "lr": 0.02, "stage_lr_mults": [1.0, 0.5, 0.25, 0.05], "lr_div": 2.6,
+    "discriminative": "auto", "clas_drop_mult": 0.5, "lin_ftrs": [50],
+    "cache_head_features": True, "bs": 0, "max_len": 1440,
+}  # fmt: skip
+
+
+def lm_digest(setup: dict[str, Any]) -> str:
+    """The digest that ties the shared LM to a setup, blind to classifier-only settings."""
+    tc = {**setup["train_config"], **LM_DIGEST_FILL}
+    return hashlib.sha256(json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
+                          ).hexdigest()  # fmt: skip
 
 
 def save_lm(path: Path, lm: _train.LMResult, digest: str) -> None:
@@ -78,4 +99,5 @@ def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
     return lm
 
 
-__all__ = ["LM_MAGIC", "SEMI_LM", "save_lm", "load_lm", "shared_lm"]
+__all__ = ["CLASSIFIER_ONLY", "LM_DIGEST_FILL", "LM_MAGIC", "SEMI_LM", "lm_digest", "load_lm",
+           "save_lm", "shared_lm"]  # fmt: skip
