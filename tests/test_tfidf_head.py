@@ -247,3 +247,27 @@ def test_predict_v2_imports_no_torch_sklearn(head_model, tmp_path: Path) -> None
                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=60,
                          check=True).stdout  # fmt: skip
     assert out.splitlines()[-1] == "IMPORTED []"
+
+
+def test_external_data_and_cli_predict_carry_the_head(head_model, tmp_path: Path) -> None:
+    """The head's initializers move to the .data file like the network's; predict reads both."""
+    from click.testing import CliRunner
+
+    from edge_tl.cli import cli
+    from edge_tl.export import export_onnx
+    from edge_tl.predict import Classifier
+
+    one = export_onnx(head_model, tmp_path / "one.onnx")
+    two = export_onnx(head_model, tmp_path / "two.onnx", external_data=True)
+    assert (tmp_path / "two.onnx.data").stat().st_size > 4096
+    proto = onnx.load(str(two), load_external_data=False)
+    ext = {i.name for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL}
+    assert "tfidf_coef" in ext
+    texts = ["good fun movie", "awful boring plot", "the plot"]
+    np.testing.assert_array_equal(Classifier(one).predict_proba(texts),
+                                  Classifier(two).predict_proba(texts))  # fmt: skip
+    r = CliRunner().invoke(cli, ["predict", str(two), "--json", "-"], input="\n".join(texts))
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    want = Classifier(one).predict(texts)
+    assert [g["label"] for g in got] == [w.label for w in want]
