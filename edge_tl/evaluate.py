@@ -121,8 +121,11 @@ def format_report(r: dict[str, Any]) -> str:
     """Human-readable metrics table."""
     names = r["labels"]
     w = max(8, *(len(n) for n in names))
-    lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} rows (macro F1 {r['macro_f1']:.4f})", "",
-             f"{'label':<{w}}  precision  recall     f1  support"]  # fmt: skip
+    lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} rows (macro F1 {r['macro_f1']:.4f})"]
+    if "neural_accuracy" in r:  # a model with a TF-IDF head: the mix, then each part alone
+        lines.append(f"(network alone {r['neural_accuracy']:.4f}, TF-IDF head alone "
+                     f"{r['tfidf_accuracy']:.4f}; the model averages the two)")  # fmt: skip
+    lines += ["", f"{'label':<{w}}  precision  recall     f1  support"]
     for n in names:
         c = r["per_class"][n]
         lines.append(f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:5.4f}"

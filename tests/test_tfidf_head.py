@@ -271,3 +271,19 @@ def test_external_data_and_cli_predict_carry_the_head(head_model, tmp_path: Path
     got = json.loads(r.output)
     want = Classifier(one).predict(texts)
     assert [g["label"] for g in got] == [w.label for w in want]
+
+
+def test_evaluate_scores_the_mix_the_export_predicts(head_model, tmp_path: Path) -> None:
+    """evaluate (torch) and the v2 export (onnxruntime) agree on every row's mixed prediction."""
+    from edge_tl.evaluate import evaluate_texts, format_report
+    from edge_tl.export import export_onnx
+    from edge_tl.predict import Classifier
+
+    texts, labels = keyword_texts(30, seed=11, noise=0.2)
+    r = evaluate_texts(head_model, texts, labels)
+    preds = Classifier(export_onnx(head_model, tmp_path / "m.onnx")).predict(texts)
+    assert r["accuracy"] == pytest.approx(np.mean([p.label == y for p, y in zip(preds, labels, strict=True)]))
+    head_pred = head_proba(head_model.tfidf_head, texts).argmax(1)
+    assert r["tfidf_accuracy"] == pytest.approx(
+        np.mean([head_model.labels[i] == y for i, y in zip(head_pred, labels, strict=True)]))
+    assert "TF-IDF head alone" in format_report(r)
