@@ -282,7 +282,8 @@ def test_evaluate_scores_the_mix_the_export_predicts(head_model, tmp_path: Path)
     texts, labels = keyword_texts(30, seed=11, noise=0.2)
     r = evaluate_texts(head_model, texts, labels)
     preds = Classifier(export_onnx(head_model, tmp_path / "m.onnx")).predict(texts)
-    assert r["accuracy"] == pytest.approx(np.mean([p.label == y for p, y in zip(preds, labels, strict=True)]))
+    right = [p.label == y for p, y in zip(preds, labels, strict=True)]
+    assert r["accuracy"] == pytest.approx(np.mean(right))
     head_pred = head_proba(head_model.tfidf_head, texts).argmax(1)
     assert r["tfidf_accuracy"] == pytest.approx(
         np.mean([head_model.labels[i] == y for i, y in zip(head_pred, labels, strict=True)]))
