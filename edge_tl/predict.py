@@ -219,10 +219,7 @@ class Classifier:
         if self.meta.tfidf is not None:
             from .tfidf_head import NgramCounter
 
-            t = self.meta.tfidf
-            self._ngrams = NgramCounter(t["features"], lowercase=t["lowercase"],
-                                        token_pattern=t["token_pattern"],
-                                        ngram_range=t["ngram_range"])  # fmt: skip
+            self._ngrams = NgramCounter.from_spec(self.meta.tfidf)
 
     def _check_graph(self) -> None:
         ins = {i.name: i for i in self._sess.get_inputs()}

@@ -176,6 +176,13 @@ class NgramCounter:
         return cls(head.features, lowercase=head.lowercase, token_pattern=head.token_pattern,
                    ngram_range=head.ngram_range)  # fmt: skip
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> NgramCounter:
+        """The counter for a head's JSON part (an export's validated `edge_tl.tfidf`)."""
+        return cls(spec["features"], lowercase=spec["lowercase"],
+                   token_pattern=spec["token_pattern"],
+                   ngram_range=spec["ngram_range"])  # fmt: skip
+
 
 def feed_arrays(rows: Sequence[Mapping[int, int]], pad: int) -> tuple[Any, Any]:
     """`tfidf_ids` int64 and `tfidf_counts` float32, (batch, m), right-padded with `pad`."""
@@ -250,7 +257,7 @@ def add_to_graph(proto: Any, head: TfidfHead) -> Any:
         "tfidf_intercept": head.intercept.astype(np.float32),
         "tfidf_zero": np.array(0, dtype=np.float32), "tfidf_one": np.array(1, dtype=np.float32),
         "tfidf_eps": np.array(1e-12, dtype=np.float32), "tfidf_axis1": np.array([1]),
-        "tfidf_w": np.array(head.weight, dtype=np.float32),
+        "tfidf_axis2": np.array([2]), "tfidf_w": np.array(head.weight, dtype=np.float32),
         "tfidf_1mw": np.array(1 - head.weight, dtype=np.float32),
     }  # fmt: skip
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
@@ -258,17 +265,17 @@ def add_to_graph(proto: Any, head: TfidfHead) -> Any:
                     helper.make_tensor_value_info("tfidf_counts", TensorProto.FLOAT,
                                                   ["batch", "m"])])  # fmt: skip
     n = helper.make_node
-    tf = ["tf_raw"]
-    nodes = [n("Identity", ["tfidf_counts"], ["tf_raw"])]
+    tf = "tfidf_counts"
+    nodes = []
     if head.sublinear_tf:  # 1 + ln(count) where count > 0; Max keeps Log off zero padding
         nodes += [n("Greater", ["tfidf_counts", "tfidf_zero"], ["tf_pos"]),
                   n("Max", ["tfidf_counts", "tfidf_one"], ["tf_c1"]),
                   n("Log", ["tf_c1"], ["tf_log"]), n("Add", ["tf_log", "tfidf_one"], ["tf_sub"]),
                   n("Where", ["tf_pos", "tf_sub", "tfidf_zero"], ["tf_sublinear"])]  # fmt: skip
-        tf = ["tf_sublinear"]
+        tf = "tf_sublinear"
     nodes += [
         n("Gather", ["tfidf_idf", "tfidf_ids"], ["tf_idf"]),  # (batch, m)
-        n("Mul", [tf[0], "tf_idf"], ["tf_x"]),
+        n("Mul", [tf, "tf_idf"], ["tf_x"]),
         n("Mul", ["tf_x", "tf_x"], ["tf_sq"]),
         n("ReduceSum", ["tf_sq", "tfidf_axis1"], ["tf_ss"], keepdims=1),  # (batch, 1)
         n("Sqrt", ["tf_ss"], ["tf_norm0"]), n("Max", ["tf_norm0", "tfidf_eps"], ["tf_norm"]),
@@ -285,7 +292,6 @@ def add_to_graph(proto: Any, head: TfidfHead) -> Any:
         n("Mul", ["probs_neural", "tfidf_1mw"], ["nn_mw"]),
         n("Add", ["tf_mw", "nn_mw"], ["probs"]),
     ]  # fmt: skip
-    g.initializer.append(numpy_helper.from_array(np.array([2]), "tfidf_axis2"))
     g.node.extend(nodes)
     for name in ("probs", "probs_tfidf"):
         g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
