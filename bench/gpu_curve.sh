@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Make the carry on a fresh checkout first: .venv/bin/python bench/gpu_prepare.py (prints the lists).
 # bench/gpu_curve.py on a lent GPU machine (the device tool), several processes on one GPU.
 # Carry .whl/ (cp312 wheels of fastai and friends), .gpu/imdb/ (train, test, unsup .csv.xz) and
 # .gpu/keys/ (the bench home's device key). $OUT receives runs.tgz (each process's results

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Make the carry on a fresh checkout first: .venv/bin/python bench/gpu_prepare.py (prints the lists).
 # bench/gpu_pretrain.py on a lent GPU machine (the device tool): carry .whl/ (cp312 wheels of
 # fastai and friends) and .gpu/corpus/ (Gutenberg shards as they are); $OUT receives the packed
 # bundle (fp16), its card, stats.json and log.txt. Arguments go to gpu_pretrain.py.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Make the carry on a fresh checkout first: .venv/bin/python bench/gpu_prepare.py (prints the lists).
 # bench/gpu_semi.py on a lent GPU machine (the device tool): carry .whl/ (fastai and friends, cp312
 # wheels) and .gpu/ (imdb/*.csv.xz and the bench home's keys/); $OUT receives results.json,
 # table.md, log.txt and the encrypted shared LM in 15 MB parts (cat them back together).
