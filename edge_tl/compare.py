@@ -46,6 +46,7 @@ from .compare_resume import (
     unit_checkpoints,
 )
 from .errors import ConfigError, DataError
+from .train_config import HEAD_KEYS
 from .train_vault import make_runtime
 
 TEST_SEED = 0  # the test subset is the same for every run
@@ -332,7 +333,7 @@ def run_compare(
             "base": plan.base, "base_sha256": bi.sha256, "model_config": to_dict(shape),
             "lm_data": {n: d.fingerprint for n, d in lm_sets.items()},
             "train_config": {**{k: v for k, v in _train.config_dict(cfg).items()
-                                if k != "tfidf_head"}, **RUNTIME_ONLY},  # always off here
+                                if k not in HEAD_KEYS}, **RUNTIME_ONLY},  # always off here
         }  # fmt: skip
         if old.get("train_config") is not None:
             # Results from before lm_frozen_through_rnn existed were trained fastai's way.

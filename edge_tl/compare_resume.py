@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import train as _train
+from .train_config import HEAD_KEYS
 
 # These change speed, not results: a checkpoint made with other values still applies.
 RUNTIME_KEYS = ("threads", "workers", "checkpoint_minutes")
@@ -39,8 +40,8 @@ def checkpoint_meta(plan: Any, fingerprint: str) -> dict[str, Any]:
 
 
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # compare always trains the network alone (tfidf_head off); older checkpoints lack the key
-    strip = {k: None for k in (*RUNTIME_KEYS, "tfidf_head")}
+    # compare always trains the network alone (tfidf_head off); older checkpoints lack the keys
+    strip = {k: None for k in (*RUNTIME_KEYS, *HEAD_KEYS)}
     return {**a, **strip} == {**b, **strip}
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, ModelError
 from .models import TrainedModel
 
 
@@ -101,12 +101,21 @@ def evaluate_texts(
     return metrics_from_predictions(gold, pred, m.labels)
 
 
-def evaluate_model(name: str, data: str, dtype: str = "fp32") -> dict[str, Any]:
-    """Evaluate stored model `name` on the labelled rows of vault dataset `data`."""
+def evaluate_model(name: str, data: str, dtype: str = "fp32",
+                   tfidf_weight: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Evaluate stored model `name` on the labelled rows of vault dataset `data` (its TF-IDF
+    head mixed at `tfidf_weight`, default the model's own)."""
+    import dataclasses
+
     from .data import open_dataset
     from .models import load_model
 
     m = load_model(name)
+    if tfidf_weight is not None:
+        if m.tfidf_head is None:
+            raise ModelError(f"model {name!r} has no TF-IDF head to weigh",
+                             "drop --tfidf-weight, or retrain with --tfidf-head")  # fmt: skip
+        m = dataclasses.replace(m, tfidf_head=m.tfidf_head.with_weight(tfidf_weight))
     ds = open_dataset(data)
     texts, labels = ds.labelled()
     if not texts:
@@ -124,7 +133,12 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} rows (macro F1 {r['macro_f1']:.4f})"]
     if "neural_accuracy" in r:  # a model with a TF-IDF head: the mix, then each part alone
         lines.append(f"(network alone {r['neural_accuracy']:.4f}, TF-IDF head alone "
-                     f"{r['tfidf_accuracy']:.4f}; the model averages the two)")  # fmt: skip
+                     f"{r['tfidf_accuracy']:.4f}; the model mixes them at head weight "
+                     f"{r['tfidf_weight']:g})")  # fmt: skip
+        if r.get("weight_sweep"):
+            sweep = ", ".join(f"{w} {a:.4f}" for w, a in r["weight_sweep"].items())
+            lines.append(f"accuracy by head weight: {sweep} (export --tfidf-weight W sets it; "
+                         "choose it on rows you do not report)")  # fmt: skip
     lines += ["", f"{'label':<{w}}  precision  recall     f1  support"]
     for n in names:
         c = r["per_class"][n]

@@ -182,12 +182,19 @@ def build_metadata(model: TrainedModel, vocab: list[str], extra: dict[str, Any],
 
 def to_onnx_bytes(
     model: TrainedModel, *, quantize: str | None = None, vocab: str = "full",
-    tfidf_head: bool = True,
+    tfidf_head: bool = True, tfidf_weight: float | None = None,
 ) -> bytes:
     """Serialised ONNX model (plaintext) for `model` (with its TF-IDF head, if it has one and
-    `tfidf_head`: format version 2)."""
+    `tfidf_head`: format version 2; mixed at `tfidf_weight`, default the model's own)."""
     import onnx
     import torch
+
+    head = model.tfidf_head if tfidf_head else None
+    if tfidf_weight is not None and head is None:
+        raise ExportError(f"model {model.name!r}: --tfidf-weight needs the model's TF-IDF head",
+                          "drop --tfidf-weight, or --no-tfidf-head, or train with the head")
+    if head is not None:
+        head = head.with_weight(tfidf_weight)
 
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantization {quantize!r}", "use --quantize int8 or none")
@@ -216,7 +223,6 @@ def to_onnx_bytes(
     proto = onnx.load_from_string(buf.getvalue())
     if quantize == "int8":
         proto = _quantize_int8(proto)
-    head = model.tfidf_head if tfidf_head else None
     extra = {"quantize": quantize, "vocab_mode": vocab,
              "dropped_tokens": len(model.vocab) - len(out_vocab)}
     if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
@@ -306,6 +312,7 @@ def export_onnx(
     vocab: str = "full",
     external_data: bool = False,
     tfidf_head: bool = True,
+    tfidf_weight: float | None = None,
 ) -> Path:
     """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data)."""
     out = Path(out)
@@ -316,7 +323,8 @@ def export_onnx(
             "--encrypt and --external-data do not go together: an encrypted export is one file "
             "that is decrypted in memory", "drop one of the two flags",
         )
-    data = to_onnx_bytes(model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head)
+    data = to_onnx_bytes(model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head,
+                         tfidf_weight=tfidf_weight)  # fmt: skip
     if encrypt:
         from .keys import encrypt_for_device
 

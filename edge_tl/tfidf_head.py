@@ -16,9 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default word pattern
 SPEC_VERSION = 1
 MISSING_LABEL_INTERCEPT = -30.0  # a label without training rows: sigmoid ~ 1e-13
+SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0)  # head weights whose accuracy evaluate reports
 
 
 @dataclass
@@ -45,6 +48,18 @@ class TfidfHead:
                 "sublinear_tf": self.sublinear_tf, "norm": "l2", "weight": self.weight,
                 "c": self.c, "cv_accuracy": cv}  # fmt: skip
 
+    def with_weight(self, weight: float | None) -> TfidfHead:
+        """The same head mixed at another weight (None: unchanged); a weight outside [0, 1] is
+        refused."""
+        import dataclasses
+
+        if weight is None:
+            return self
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"TF-IDF head weight {weight} is outside [0, 1]",
+                              "pass a share between 0 (the network alone) and 1 (TF-IDF alone)")
+        return dataclasses.replace(self, weight=float(weight))
+
     def restricted(self, words: set[str]) -> TfidfHead:
         """The head without every n-gram that has a word outside `words` (export --vocab base:
         no private-only word leaves in the file). Those n-grams then count for nothing."""
@@ -66,7 +81,7 @@ class TfidfHead:
 
 
 def fit_head(texts: Sequence[str], labels: Sequence[str], names: Sequence[str],
-             seed: int = 0) -> TfidfHead:  # fmt: skip
+             seed: int = 0, weight: float = 0.5) -> TfidfHead:  # fmt: skip
     """Fit TF-IDF + LR (baseline.train_tfidf: C by CV) and lay it out in `names` order."""
     import numpy as np
 
@@ -90,7 +105,7 @@ def fit_head(texts: Sequence[str], labels: Sequence[str], names: Sequence[str],
     return TfidfHead(features, np.asarray(vec.idf_, dtype=np.float32), coef, intercept,
                      lowercase=bool(vec.lowercase), token_pattern=vec.token_pattern,
                      ngram_range=tuple(vec.ngram_range), sublinear_tf=bool(vec.sublinear_tf),
-                     c=m.c, cv_accuracy=m.cv_accuracy)  # fmt: skip
+                     weight=weight, c=m.c, cv_accuracy=m.cv_accuracy)  # fmt: skip
 
 
 def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
@@ -230,7 +245,9 @@ def mixed_metrics(head: TfidfHead, neural: Any, texts: Sequence[str], y: Sequenc
                                    list(names))  # fmt: skip
     out.update(neural_accuracy=float((neural.argmax(1) == gold).mean()),
                tfidf_accuracy=float((tf.argmax(1) == gold).mean()), tfidf_c=head.c,
-               tfidf_features=len(head.features), tfidf_weight=head.weight)  # fmt: skip
+               tfidf_features=len(head.features), tfidf_weight=head.weight,
+               weight_sweep={f"{w:g}": float((mix(neural, tf, w).argmax(1) == gold).mean())
+                             for w in SWEEP})  # fmt: skip
     return out
 
 

@@ -330,7 +330,7 @@ def train_classifier(
         from .tfidf_head import fit_head, mixed_metrics
 
         t0 = time.perf_counter()
-        head = fit_head(tr_texts, [names[i] for i in y], names, cfg.seed)
+        head = fit_head(tr_texts, [names[i] for i in y], names, cfg.seed, cfg.tfidf_weight)
         neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
         metrics = mixed_metrics(head, neural, v_texts, v_y, names)
         metrics["tfidf_seconds"] = time.perf_counter() - t0

@@ -13,6 +13,8 @@ DISCRIMINATIVE = ("auto", "on", "off")
 # fastai's ULMFiT classifier recipe (gradual unfreezing, discriminative lrs), the default before
 # flat10: pass these settings to train a strong base (e.g. WT103) the paper's way.
 ULMFIT_RECIPE: dict[str, Any] = {"stages": (1, 1, 1, 2), "lr": 2e-2, "discriminative": "auto"}
+# The TF-IDF head's settings: compare trains the network alone and keeps them out of its setup.
+HEAD_KEYS = ("tfidf_head", "tfidf_weight")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class TrainConfig:
     # network's (docs/onnx-format.md v2): on IMDb that beat the network alone at every size
     # from 500 to 20k labels (+0.7 to +2.4 points, bench/results/compare-semi-gpu).
     tfidf_head: bool = True
+    # The head's share of the mix: 0 = the network alone, 1 = TF-IDF alone. 0.5 is not tuned;
+    # `evaluate` shows accuracy across weights on held-out rows, `export --tfidf-weight` sets it.
+    tfidf_weight: float = 0.5
     # sizes (0 = from the memory planner / device profile)
     bs: int = 0
     lm_bs: int = 0
@@ -85,6 +90,7 @@ class TrainConfig:
             (self.dtype in DTYPES, "dtype", " | ".join(DTYPES)),
             (self.discriminative in DISCRIMINATIVE, "discriminative", " | ".join(DISCRIMINATIVE)),
             (self.checkpoint_minutes >= 0, "checkpoint_minutes", ">= 0"),
+            (0.0 <= self.tfidf_weight <= 1.0, "tfidf_weight", "a share between 0 and 1"),
             (self.min_freq >= 1 and self.max_vocab >= 16, "min_freq", "min_freq >= 1, "
              "max_vocab >= 16"),
         ]  # fmt: skip

@@ -288,3 +288,71 @@ def test_evaluate_scores_the_mix_the_export_predicts(head_model, tmp_path: Path)
     assert r["tfidf_accuracy"] == pytest.approx(
         np.mean([head_model.labels[i] == y for i, y in zip(head_pred, labels, strict=True)]))
     assert "TF-IDF head alone" in format_report(r)
+
+
+def test_mixed_metrics_sweep_spans_network_to_head() -> None:
+    """The sweep's ends are the network alone and the head alone; its middle is the mix."""
+    from edge_tl.tfidf_head import SWEEP, mixed_metrics
+
+    texts, labels, _ = _fit()
+    names = ["neg", "pos"]
+    head = fit_head(texts, labels, names, seed=0)
+    test, gold_names = keyword_texts(40, seed=5, noise=0.4)
+    gold = [names.index(g) for g in gold_names]
+    neural = np.random.default_rng(0).dirichlet([1, 1], size=len(test)).astype(np.float32)
+    r = mixed_metrics(head, neural, test, gold, names)
+    sweep = r["weight_sweep"]
+    assert list(sweep) == [f"{w:g}" for w in SWEEP]
+    assert sweep["0"] == pytest.approx(r["neural_accuracy"])
+    assert sweep["1"] == pytest.approx(r["tfidf_accuracy"])
+    assert sweep["0.5"] == pytest.approx(r["accuracy"])
+    r8 = mixed_metrics(head.with_weight(0.75), neural, test, gold, names)
+    assert r8["accuracy"] == pytest.approx(sweep["0.75"]) and r8["tfidf_weight"] == 0.75
+
+
+def test_export_and_evaluate_at_another_weight(head_model, tmp_path: Path, monkeypatch) -> None:
+    """export --tfidf-weight mixes the graph at W; evaluate --tfidf-weight scores that mix;
+    a weight outside [0, 1], or one for a model without its head, is an Error."""
+    from click.testing import CliRunner
+
+    import edge_tl.models
+    from edge_tl import data, keys
+    from edge_tl.cli import cli
+    from edge_tl.predict import Classifier
+
+    monkeypatch.setattr(edge_tl.models, "load_model", lambda name: head_model, raising=False)
+    out = tmp_path / "w.onnx"
+    r = CliRunner().invoke(cli, ["export", "m", "--out", str(out), "--tfidf-weight", "0.8"])
+    assert r.exit_code == 0 and "weight 0.8" in r.output, r.output
+    c = Classifier(out)
+    assert c.meta.tfidf is not None and c.meta.tfidf["weight"] == pytest.approx(0.8)
+    texts = keyword_texts(20, seed=4)[0]
+    tf, nn = c.outputs(texts, ["probs_tfidf", "probs_neural"])
+    np.testing.assert_allclose(c.predict_proba(texts), 0.8 * tf + 0.2 * nn, atol=2e-6)
+
+    for args, msg in [(["--tfidf-weight", "1.5"], "Error: TF-IDF head weight 1.5 is outside"),
+                      (["--tfidf-weight", "0.3", "--no-tfidf-head"],
+                       "Error: model 'tiny': --tfidf-weight needs the model's TF-IDF head")]:
+        r = CliRunner().invoke(cli, ["export", "m", "--out", str(tmp_path / "x.onnx"), *args])
+        assert r.exit_code == 1 and r.output.startswith(msg), r.output
+
+    keys.init_identity(None)
+    texts, labels = keyword_texts(30, seed=12, noise=0.3)
+    labels = [lab if i % 3 else "meh" for i, lab in enumerate(labels)]
+    data.save_dataset("held", texts, labels)
+    got = {}
+    for w in ("0", "1", "0.5"):
+        r = CliRunner().invoke(cli, ["evaluate", "m", "--data", "held", "--json",
+                                     "--tfidf-weight", w])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        got[w] = json.loads(r.output)
+    base = got["0.5"]
+    assert got["0"]["accuracy"] == pytest.approx(base["neural_accuracy"])
+    assert got["1"]["accuracy"] == pytest.approx(base["tfidf_accuracy"])
+    assert got["1"]["tfidf_weight"] == 1.0 and base["weight_sweep"]["1"] == got["1"]["accuracy"]
+    r = CliRunner().invoke(cli, ["evaluate", "m", "--data", "held"])
+    assert "accuracy by head weight: 0 " in r.output and "head weight 0.5)" in r.output
+    bare = dataclasses.replace(head_model, tfidf_head=None)
+    monkeypatch.setattr(edge_tl.models, "load_model", lambda name: bare, raising=False)
+    r = CliRunner().invoke(cli, ["evaluate", "m", "--data", "held", "--tfidf-weight", "1"])
+    assert r.exit_code == 1 and r.output.startswith("Error: model 'm' has no TF-IDF head"), r.output

@@ -98,7 +98,8 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
                                           "lm_frozen_epochs = 0")  # fmt: skip
     tiny_setup.write_text(toml)
     res = CliRunner().invoke(cli, ["train", "--data", "tiny", "--out", "m1", "--scratch",
-                                   "--config", str(tiny_setup), "--quiet"])  # fmt: skip
+                                   "--config", str(tiny_setup), "--quiet",
+                                   "--tfidf-weight", "0.7"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "plan: profile" in res.output and "device cpu, dtype fp32" in res.output
     assert "saved model 'm1': validation accuracy" in res.output
@@ -111,6 +112,8 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
     # the TF-IDF head (default on): fitted on the 36 training rows, canary n-grams included
     assert m.tfidf_head is not None and CANARY in m.tfidf_head.features
     assert {"neural_accuracy", "tfidf_accuracy", "tfidf_c"} <= set(m.metrics)
+    # --tfidf-weight: stored with the head, in the config the model carries, and scored
+    assert m.tfidf_head.weight == 0.7 == m.train_config["tfidf_weight"] == m.metrics["tfidf_weight"]
     assert "(network " in res.output
     for folder in (edge_tl_home, work, tmp):  # ... and is nowhere on disk in plaintext
         assert _files_with(folder, CANARY.encode()) == [], folder
@@ -216,6 +219,9 @@ def test_bad_config_and_flags(tiny_setup: Path) -> None:
     res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--config", str(tiny_setup)])
     assert res.output.strip() == ("Error: train config: key 'bs': expected a whole number, "
                                   "got 'big'.")  # fmt: skip
+    res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--tfidf-weight", "2"])
+    assert res.exit_code == 1 and res.output.startswith(
+        "Error: train config: tfidf_weight must be a share between 0 and 1.")
     res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--stages", "1,x"])
     assert res.output.strip() == ("Error: --stages '1,x' is not a list of epoch counts. write "
                                   "e.g. --stages 1,1,1,2")  # fmt: skip

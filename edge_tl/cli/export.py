@@ -23,19 +23,24 @@ import click
               help="Weights in OUT.data beside the graph: faster start (memory-mapped), two files.")
 @click.option("--no-tfidf-head", "no_head", is_flag=True,
               help="Leave out the model's TF-IDF head: the network alone (format version 1).")
+@click.option("--tfidf-weight", type=float, default=None, metavar="W",
+              help="Mix the head at W: 0 = network alone, 1 = TF-IDF alone [the model's own; "
+                   "`evaluate` shows accuracy across weights].")
 def export(model: str, out: Path, quantize: str | None, encrypt: bool, vocab_mode: str,
-           external_data: bool, no_head: bool) -> None:  # fmt: skip
+           external_data: bool, no_head: bool, tfidf_weight: float | None) -> None:  # fmt: skip
     """Export trained model MODEL (a store name) to ONNX for `edge-tl predict`."""
     from ..export import export_onnx
     from ..models import load_model
 
     trained = load_model(model)
     path = export_onnx(trained, out, quantize=quantize, encrypt=encrypt, vocab=vocab_mode,
-                       external_data=external_data, tfidf_head=not no_head)  # fmt: skip
+                       external_data=external_data, tfidf_head=not no_head,
+                       tfidf_weight=tfidf_weight)  # fmt: skip
     size = path.stat().st_size / 2**20
     notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
     if trained.tfidf_head is not None and not no_head:
-        notes.append(f"TF-IDF head, {len(trained.tfidf_head.features):,} n-grams")
+        w = trained.tfidf_head.weight if tfidf_weight is None else tfidf_weight
+        notes.append(f"TF-IDF head, {len(trained.tfidf_head.features):,} n-grams, weight {w:g}")
     if external_data:
         data = path.with_name(f"{path.name}.data")
         notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB")

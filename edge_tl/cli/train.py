@@ -60,12 +60,14 @@ def config_file_overrides(path: Path) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
 @click.option("--tfidf-head/--no-tfidf-head", default=None,
               help="Also fit TF-IDF + LR and average it with the network [on].")
+@click.option("--tfidf-weight", type=float, default=None, metavar="W",
+              help="The head's share of the mix, 0 (network alone) to 1 (TF-IDF alone) [0.5].")
 @click.option("--resume", "resume", default=None, metavar="MODEL",
               help="Continue the interrupted run of MODEL from its last checkpoint.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @PASSPHRASE_FILE
 def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epochs, stages, lr,
-          max_len, bs, dtype, seed, tfidf_head, resume, quiet,
+          max_len, bs, dtype, seed, tfidf_head, tfidf_weight, resume, quiet,
           passphrase_file) -> None:  # fmt: skip
     """Fine-tune a base on a vault dataset (ULMFiT) and store the classifier as --out."""
     t0 = time.perf_counter()
@@ -73,7 +75,8 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
 
     _passphrase(passphrase_file)
     flags = {"scratch": scratch, "lm_epochs": lm_epochs, "lr": lr, "max_len": max_len,
-             "bs": bs, "dtype": dtype, "seed": seed, "tfidf_head": tfidf_head}  # fmt: skip
+             "bs": bs, "dtype": dtype, "seed": seed, "tfidf_head": tfidf_head,
+             "tfidf_weight": tfidf_weight}  # fmt: skip
     if stages is not None:
         flags["stages"] = _stages(stages)
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -114,14 +117,16 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a PNG: confusion matrix and per-class P/R/F1.")
+@click.option("--tfidf-weight", type=float, default=None, metavar="W",
+              help="Score the mix at head weight W instead of the model's own.")
 @PASSPHRASE_FILE
 def evaluate(model: str, data_name: str, as_json: bool, plot: Path | None,
-             passphrase_file: Path | None) -> None:
+             tfidf_weight: float | None, passphrase_file: Path | None) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix of MODEL on --data."""
     from ..evaluate import evaluate_model, format_report, save_plot
 
     _passphrase(passphrase_file)
-    r = evaluate_model(model, data_name)
+    r = evaluate_model(model, data_name, tfidf_weight=tfidf_weight)
     if plot is not None:
         save_plot(r, plot)
     click.echo(json.dumps(r, indent=2) if as_json else format_report(r))
