@@ -114,7 +114,7 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
     assert {"neural_accuracy", "tfidf_accuracy", "tfidf_c"} <= set(m.metrics)
     # --tfidf-weight: stored with the head, in the config the model carries, and scored
     assert m.tfidf_head.weight == 0.7 == m.train_config["tfidf_weight"] == m.metrics["tfidf_weight"]
-    assert "(network " in res.output
+    assert "(network " in res.output and "mixed at head weight 0.7)" in res.output
     for folder in (edge_tl_home, work, tmp):  # ... and is nowhere on disk in plaintext
         assert _files_with(folder, CANARY.encode()) == [], folder
     assert not list((edge_tl_home / "runs").glob("*.ckpt"))  # checkpoint removed at the end

@@ -105,7 +105,8 @@ def train(data_name, base, out, profile, config_file, scratch, lm_data, lm_epoch
     parts = ""
     if "neural_accuracy" in m.metrics:
         parts = (f" (network {m.metrics['neural_accuracy']:.4f}, TF-IDF head "
-                 f"{m.metrics['tfidf_accuracy']:.4f})")  # fmt: skip
+                 f"{m.metrics['tfidf_accuracy']:.4f}, mixed at head weight "
+                 f"{m.metrics['tfidf_weight']:g})")  # fmt: skip
     click.echo(f"saved model {m.name!r}: validation accuracy {acc:.4f}{parts} "
                f"({m.metrics.get('valid_rows', 0)} rows); trained in "
                f"{(time.perf_counter() - t0) / 60:.1f} min")  # fmt: skip
