@@ -30,13 +30,28 @@ launch() {  # launch NAME ARGS...: one compare process in the background
         >$W/runs/$name/log.txt 2>&1 &
 }
 # The critical chain first: the shared LM, then the largest transfer unit.
-launch lm --workers 12 --defer-ensemble 10000 --plan 20000:0:transfer
-launch scratch20k --plan 20000:0:scratch
-launch scratch --plan 2500,5000,10000:0:scratch --plan 500,1000:0:scratch
-launch transfer --workers 4 --lm-from $W/work/lm --defer-ensemble 10000 \
-    --plan 10000:0:transfer --plan 5000:1,2:transfer --plan 500,1000:0:transfer
-launch tfidf --threads 1 --plan 10000,20000:0:tfidf --plan 5000:1,2:tfidf \
-    --plan 10000,20000:1,2:tfidf
+if [ "${GPU_CURVE_PLANS:-session8}" = seeds12 ]; then
+    # What the committed curve still lacks (session 10): seeds 1-2 of transfer at 10k / 20k and
+    # of scratch at 5k / 10k / 20k (scratch in fp32: classifier_dtype's rule). The LM is made
+    # again, bit for bit the same as sessions 7-8's (same data, seed and device kind).
+    launch lm --workers 12 --defer-ensemble 10000 --plan 20000:1:transfer
+    launch transfer20k --workers 2 --lm-from $W/work/lm --defer-ensemble 10000 \
+        --plan 20000:2:transfer
+    launch transfer10k --workers 2 --lm-from $W/work/lm --defer-ensemble 10000 \
+        --plan 10000:1,2:transfer
+    launch scratch20k --plan 20000:1:scratch
+    launch scratch20k2 --plan 20000:2:scratch
+    launch scratch --plan 10000:1,2:scratch --plan 5000:1,2:scratch
+    launch tfidf --threads 1 --plan 10000,20000:1,2:tfidf
+else  # session 8's run, as it was
+    launch lm --workers 12 --defer-ensemble 10000 --plan 20000:0:transfer
+    launch scratch20k --plan 20000:0:scratch
+    launch scratch --plan 2500,5000,10000:0:scratch --plan 500,1000:0:scratch
+    launch transfer --workers 4 --lm-from $W/work/lm --defer-ensemble 10000 \
+        --plan 10000:0:transfer --plan 5000:1,2:transfer --plan 500,1000:0:transfer
+    launch tfidf --threads 1 --plan 10000,20000:0:tfidf --plan 5000:1,2:tfidf \
+        --plan 10000,20000:1,2:tfidf
+fi
 
 send() {
     tar czf "$OUT/runs.tgz.tmp" -C $W runs 2>/dev/null && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
