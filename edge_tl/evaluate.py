@@ -136,9 +136,10 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{r['tfidf_accuracy']:.4f}; the model mixes them at head weight "
                      f"{r['tfidf_weight']:g})")  # fmt: skip
         if r.get("weight_sweep"):
-            sweep = ", ".join(f"{w} {a:.4f}" for w, a in r["weight_sweep"].items())
-            lines.append(f"accuracy by head weight: {sweep} (export --tfidf-weight W sets it; "
-                         "choose it on rows you do not report)")  # fmt: skip
+            ws, accs = r["weight_sweep"], r["weight_sweep"].values()
+            lines.append(f"head weight {' / '.join(ws)}: accuracy "
+                         f"{' / '.join(f'{a:.4f}' for a in accs)} (export --tfidf-weight W "
+                         "sets it; choose it on rows you do not report)")  # fmt: skip
     lines += ["", f"{'label':<{w}}  precision  recall     f1  support"]
     for n in names:
         c = r["per_class"][n]

@@ -351,7 +351,8 @@ def test_export_and_evaluate_at_another_weight(head_model, tmp_path: Path, monke
     assert got["1"]["accuracy"] == pytest.approx(base["tfidf_accuracy"])
     assert got["1"]["tfidf_weight"] == 1.0 and base["weight_sweep"]["1"] == got["1"]["accuracy"]
     r = CliRunner().invoke(cli, ["evaluate", "m", "--data", "held"])
-    assert "accuracy by head weight: 0 " in r.output and "head weight 0.5)" in r.output
+    assert "head weight 0 / 0.25 / 0.5 / 0.75 / 1: accuracy " in r.output
+    assert "head weight 0.5)" in r.output
     bare = dataclasses.replace(head_model, tfidf_head=None)
     monkeypatch.setattr(edge_tl.models, "load_model", lambda name: bare, raising=False)
     r = CliRunner().invoke(cli, ["evaluate", "m", "--data", "held", "--tfidf-weight", "1"])
