@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -164,6 +165,13 @@ def test_cli_list_info_rm(identity: str) -> None:
     assert info["parameters"] == n and info["labels"] == ["neg", "pos"] and info["base"] == "b"
     res = r.invoke(cli, ["models", "info", "alpha"])
     assert res.exit_code == 0 and "accuracy:    0.7500 on 4 validation rows" in res.output
+    assert "tfidf head:" not in res.output  # no head, no line
+    head = {"tfidf_features": 1234, "tfidf_weight": 0.25, "neural_accuracy": 0.5,
+            "tfidf_accuracy": 1.0}
+    save_model(dataclasses.replace(tiny_model("beta"), metrics={"accuracy": 0.75, "n": 4, **head}))
+    res = r.invoke(cli, ["models", "info", "beta"])
+    assert ("tfidf head:  1,234 n-grams, mixed at weight 0.25 (network alone 0.5000, head alone "
+            "1.0000)") in res.output
     res = r.invoke(cli, ["models", "rm", "alpha"])
     assert res.exit_code == 0 and not model_path("alpha").exists()
     res = r.invoke(cli, ["models", "rm", "alpha"])

@@ -55,6 +55,10 @@ def info(name: str, as_json: bool) -> None:
                f"{cfg['n_hid']}, {cfg['n_layers']} layers ({d['parameters']:,} parameters)\n"
                f"accuracy:    {m.get('accuracy', float('nan')):.4f} on {m.get('n', 0)} "
                f"validation rows\nfile:        {d['file_bytes']:,} bytes (encrypted)")  # fmt: skip
+    if "tfidf_weight" in m:  # a model with a TF-IDF head: the accuracy above is the mix's
+        click.echo(f"tfidf head:  {m['tfidf_features']:,} n-grams, mixed at weight "
+                   f"{m['tfidf_weight']:g} (network alone {m['neural_accuracy']:.4f}, head alone "
+                   f"{m['tfidf_accuracy']:.4f})")  # fmt: skip
 
 
 @models.command("rm")
