@@ -35,6 +35,7 @@ from .compare_plan import (
     fit_budget,
     measure_speed,
     plan_seconds,
+    with_scratch_speed,
 )
 from .compare_plan import unit_seconds as unit_seconds  # part of this module's API (tests)
 from .compare_results import check_setup, load_results, locked, save_results
@@ -302,6 +303,7 @@ def run_compare(
             sp = dataclasses.replace(sp, **dict(zip(("lm_tps", "clas_tps", "infer_tps"),
                                                     measure_speed(shape, run, cfg, tpd),
                                                     strict=True)))  # fmt: skip
+            sp = with_scratch_speed(sp, plan, done, cfg, run, measure_speed, shape)
 
         def seconds(p: ComparePlan) -> float:
             return plan_seconds(p, sp, cfg, done, lm_ready)
@@ -326,7 +328,9 @@ def run_compare(
              f"batch {dev['bs']} (LM {dev['lm_bs']})")  # fmt: skip
         echo(f"estimated time: ~{seconds(plan) / 60:.1f} min (measured LM {sp.lm_tps:,.0f}, "
              f"classifier {sp.clas_tps:,.0f}, inference {sp.infer_tps:,.0f} tokens/s; "
-             f"{tpd:.0f} tokens per text)")  # fmt: skip
+             + (f"scratch in fp32 {sp.scratch_clas_tps:,.0f} / {sp.scratch_infer_tps:,.0f}; "
+                if sp.scratch_clas_tps else "")
+             + f"{tpd:.0f} tokens per text)")  # fmt: skip
         setup = {
             "data": plan.data, "data_fingerprint": ds.fingerprint, "test": plan.test,
             "test_fingerprint": ts.fingerprint, "test_rows": n_test, "test_seed": TEST_SEED,

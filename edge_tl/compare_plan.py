@@ -99,6 +99,10 @@ class Speed:
     test_rows: int
     lm_docs: int = 0  # texts of the shared (semi) LM
     measured: dict[str, float] = dataclasses.field(default_factory=dict)  # arm/protocol -> s/doc
+    # The scratch arm's classifier when it trains (and is scored) in another dtype (fp32 under
+    # autocast: train_data.classifier_dtype); 0 = the same as clas_tps / infer_tps.
+    scratch_clas_tps: float = 0.0
+    scratch_infer_tps: float = 0.0
 
 
 def unit_seconds(u: Unit, sp: Speed, cfg: _train.TrainConfig, test_rows: int) -> float:
@@ -107,9 +111,12 @@ def unit_seconds(u: Unit, sp: Speed, cfg: _train.TrainConfig, test_rows: int) ->
         return sp.measured[f"{u.arm}/{u.protocol}"] * u.size
     if u.arm == "tfidf":
         return 1.0 + TFIDF_SECONDS_PER_DOC * u.size
+    clas_tps, infer_tps = sp.clas_tps, sp.infer_tps
+    if u.arm == "scratch" and sp.scratch_clas_tps > 0:
+        clas_tps, infer_tps = sp.scratch_clas_tps, sp.scratch_infer_tps or sp.infer_tps
     tok, tok_c = sp.tokens_per_doc, min(sp.tokens_per_doc, cfg.max_len)
-    s = u.size * tok / sp.infer_tps + u.size * tok_c * sum(cfg.stages[1:]) / sp.clas_tps
-    s += test_rows * tok / sp.infer_tps
+    s = u.size * tok / infer_tps + u.size * tok_c * sum(cfg.stages[1:]) / clas_tps
+    s += test_rows * tok / infer_tps
     if u.arm == "transfer" and u.protocol == "supervised":
         s += u.size * tok * (cfg.lm_frozen_epochs + cfg.lm_epochs) / sp.lm_tps
     return s
@@ -154,14 +161,53 @@ def fit_budget(plan: ComparePlan, seconds: Callable[[ComparePlan], float], budge
     return plan, dropped
 
 
-def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int,
-                  steps: int = 1) -> tuple[float, float, float]:  # fmt: skip
-    """Time a few LM, classifier and inference batches of `shape`; tokens/s of each."""
+def with_scratch_speed(sp: Speed, plan: ComparePlan, done: set[str], cfg: _train.TrainConfig,
+                       run: _train.Run, measure: Callable[..., tuple[float, float, float]],
+                       shape: Any) -> Speed:  # fmt: skip
+    """`sp` plus the scratch arm's own classifier speed when it trains in another dtype than
+    the run's (fp32 under bf16 autocast: 2-3x slower, so the bf16 figure under-estimated it)."""
+    if not any(u.arm == "scratch" and u.key not in done for u in plan.units()):
+        return sp
+    dtype = _train.classifier_dtype(cfg, run, False)
+    if dtype == run.dtype:
+        return sp
+    _, clas, infer = measure(shape, dataclasses.replace(run, dtype=dtype), cfg,
+                             sp.tokens_per_doc, lm=False)  # fmt: skip
+    return dataclasses.replace(sp, scratch_clas_tps=clas, scratch_infer_tps=infer)
+
+
+def _lm_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, dev: Any, g: Any,
+              timed: Callable[[Callable[[], None], int], float], steps: int) -> float:  # fmt: skip
     import torch
     import torch.nn.functional as F
 
     from .fastcpu import autocast_ctx
-    from .model import build_classifier, build_lm
+    from .model import build_lm
+
+    lm = build_lm(shape).to(dev)
+    opt = torch.optim.Adam(lm.parameters())
+    x = torch.randint(9, shape.vocab_size, (run.lm_bs, cfg.bptt + 1), generator=g).to(dev)
+
+    def lm_step() -> None:
+        lm.reset()
+        with autocast_ctx(run.dtype, dev.type):
+            out = lm(x[:, :-1])[0]  # (bs, bptt, vocab)
+        F.cross_entropy(out.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    return run.lm_bs * cfg.bptt / timed(lm_step, steps)
+
+
+def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int,
+                  steps: int = 1, lm: bool = True) -> tuple[float, float, float]:  # fmt: skip
+    """Time a few LM, classifier and inference batches of `shape`; tokens/s of each (LM 0.0
+    when not `lm`)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .fastcpu import autocast_ctx
+    from .model import build_classifier
 
     dev, kind = torch.device(run.device), torch.device(run.device).type
     g = torch.Generator().manual_seed(0)
@@ -177,19 +223,7 @@ def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int
         sync()
         return (time.perf_counter() - t0) / n
 
-    lm = build_lm(shape).to(dev)
-    opt = torch.optim.Adam(lm.parameters())
-    x = torch.randint(9, shape.vocab_size, (run.lm_bs, cfg.bptt + 1), generator=g).to(dev)
-
-    def lm_step() -> None:
-        lm.reset()
-        with autocast_ctx(run.dtype, kind):
-            out = lm(x[:, :-1])[0]  # (bs, bptt, vocab)
-        F.cross_entropy(out.float().flatten(0, 1), x[:, 1:].flatten()).backward()
-        opt.step()
-        opt.zero_grad()
-
-    lm_tps = run.lm_bs * cfg.bptt / timed(lm_step, steps)
+    lm_tps = _lm_speed(shape, run, cfg, dev, g, timed, steps) if lm else 0.0
     clas = build_classifier(shape, 2, seq_len=cfg.bptt, max_len=cfg.max_len,
                             lin_ftrs=list(cfg.lin_ftrs)).to(dev)  # fmt: skip
     opt = torch.optim.Adam(clas.parameters())
@@ -227,4 +261,5 @@ __all__ = [
     "plan_seconds",
     "fit_budget",
     "measure_speed",
+    "with_scratch_speed",
 ]

@@ -360,6 +360,35 @@ def test_estimate_adds_the_shared_lm_once_and_prefers_measured_speed():
     assert unit_seconds(Unit("scratch", "none", 100, 0), fast, cfg, 200) == pytest.approx(1.0)
 
 
+def test_scratch_in_fp32_is_estimated_at_its_own_speed():
+    """Under bf16 autocast scratch trains in fp32: its units use an fp32 measurement, and only
+    when scratch units are left to run."""
+    from edge_tl.compare_plan import with_scratch_speed
+
+    cfg = train_mod.TrainConfig(**ULMFIT_RECIPE)
+    sp = Speed(100.0, 50.0, 1000.0, 10.0, 200, 1000)
+    calls = []
+
+    def measure(shape, run, cfg, seq, lm=True):  # noqa: ANN001, ANN202
+        calls.append((run.dtype, lm))
+        return 0.0, 20.0, 400.0
+
+    p = ComparePlan("d", "t", sizes=(100,), seeds=(0,), arms=("transfer", "scratch"),
+                    protocols=("semi",), test_rows=200)  # fmt: skip
+    bf16 = train_mod.Run(dtype="bf16")
+    got = with_scratch_speed(sp, p, set(), cfg, bf16, measure, None)
+    assert calls == [("fp32", False)] and (got.scratch_clas_tps, got.scratch_infer_tps) == (20, 400)
+    slow = unit_seconds(Unit("scratch", "none", 100, 0), got, cfg, 200)
+    assert slow == pytest.approx(100 * 10 / 400 + 100 * 10 * 4 / 20 + 200 * 10 / 400)
+    # transfer keeps the run's speed; nothing is measured when no scratch unit is left, or
+    # when the run is fp32 already
+    same = unit_seconds(Unit("transfer", "semi", 100, 0), got, cfg, 200)
+    assert same == unit_seconds(Unit("transfer", "semi", 100, 0), sp, cfg, 200)
+    assert with_scratch_speed(sp, p, {"scratch/none/100/0"}, cfg, bf16, measure, None) is sp
+    assert with_scratch_speed(sp, p, set(), cfg, train_mod.Run(dtype="fp32"), measure, None) is sp
+    assert len(calls) == 1
+
+
 def _runs(values: dict[tuple[str, str, int], list[float]]) -> dict:
     out = {}
     for (arm, protocol, size), accs in values.items():
