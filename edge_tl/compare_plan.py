@@ -113,7 +113,7 @@ def unit_seconds(u: Unit, sp: Speed, cfg: _train.TrainConfig, test_rows: int) ->
         return 1.0 + TFIDF_SECONDS_PER_DOC * u.size
     clas_tps, infer_tps = sp.clas_tps, sp.infer_tps
     if u.arm == "scratch" and sp.scratch_clas_tps > 0:
-        clas_tps, infer_tps = sp.scratch_clas_tps, sp.scratch_infer_tps or sp.infer_tps
+        clas_tps, infer_tps = sp.scratch_clas_tps, sp.scratch_infer_tps
     tok, tok_c = sp.tokens_per_doc, min(sp.tokens_per_doc, cfg.max_len)
     s = u.size * tok / infer_tps + u.size * tok_c * sum(cfg.stages[1:]) / clas_tps
     s += test_rows * tok / infer_tps
@@ -176,29 +176,6 @@ def with_scratch_speed(sp: Speed, plan: ComparePlan, done: set[str], cfg: _train
     return dataclasses.replace(sp, scratch_clas_tps=clas, scratch_infer_tps=infer)
 
 
-def _lm_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, dev: Any, g: Any,
-              timed: Callable[[Callable[[], None], int], float], steps: int) -> float:  # fmt: skip
-    import torch
-    import torch.nn.functional as F
-
-    from .fastcpu import autocast_ctx
-    from .model import build_lm
-
-    lm = build_lm(shape).to(dev)
-    opt = torch.optim.Adam(lm.parameters())
-    x = torch.randint(9, shape.vocab_size, (run.lm_bs, cfg.bptt + 1), generator=g).to(dev)
-
-    def lm_step() -> None:
-        lm.reset()
-        with autocast_ctx(run.dtype, dev.type):
-            out = lm(x[:, :-1])[0]  # (bs, bptt, vocab)
-        F.cross_entropy(out.float().flatten(0, 1), x[:, 1:].flatten()).backward()
-        opt.step()
-        opt.zero_grad()
-
-    return run.lm_bs * cfg.bptt / timed(lm_step, steps)
-
-
 def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int,
                   steps: int = 1, lm: bool = True) -> tuple[float, float, float]:  # fmt: skip
     """Time a few LM, classifier and inference batches of `shape`; tokens/s of each (LM 0.0
@@ -207,7 +184,7 @@ def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int
     import torch.nn.functional as F
 
     from .fastcpu import autocast_ctx
-    from .model import build_classifier
+    from .model import build_classifier, build_lm
 
     dev, kind = torch.device(run.device), torch.device(run.device).type
     g = torch.Generator().manual_seed(0)
@@ -223,7 +200,21 @@ def measure_speed(shape: Any, run: _train.Run, cfg: _train.TrainConfig, seq: int
         sync()
         return (time.perf_counter() - t0) / n
 
-    lm_tps = _lm_speed(shape, run, cfg, dev, g, timed, steps) if lm else 0.0
+    lm_tps = 0.0
+    if lm:
+        model = build_lm(shape).to(dev)
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.randint(9, shape.vocab_size, (run.lm_bs, cfg.bptt + 1), generator=g).to(dev)
+
+        def lm_step() -> None:
+            model.reset()
+            with autocast_ctx(run.dtype, kind):
+                out = model(x[:, :-1])[0]  # (bs, bptt, vocab)
+            F.cross_entropy(out.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+            opt.step()
+            opt.zero_grad()
+
+        lm_tps = run.lm_bs * cfg.bptt / timed(lm_step, steps)
     clas = build_classifier(shape, 2, seq_len=cfg.bptt, max_len=cfg.max_len,
                             lin_ftrs=list(cfg.lin_ftrs)).to(dev)  # fmt: skip
     opt = torch.optim.Adam(clas.parameters())
