@@ -23,22 +23,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = {
-    "baseline: python + edge_tl.bases (no torch)": ("import edge_tl.bases", "pass"),
+    "baseline: python + edge_tl.bases.store (no torch)": ("import edge_tl.bases.store", "pass"),
     "baseline: python + torch": ("import torch", "pass"),
     "pack --from-fastai (fp16)": (
-        "from edge_tl.wt103 import pack_from_fastai",
+        "from edge_tl.bases.wt103 import pack_from_fastai",
         "pack_from_fastai(SRC, name='wt103', out=BUNDLE)",
     ),
     "verify (streaming, no torch)": (
-        "from edge_tl.bundle import verify_bundle",
+        "from edge_tl.bases.bundle import verify_bundle",
         "verify_bundle(BUNDLE, allow_unsigned=True)",
     ),
     "import (copy + streaming verify, no torch)": (
-        "from edge_tl.bases import import_base",
+        "from edge_tl.bases.store import import_base",
         "import_base(BUNDLE, allow_unsigned=True)",
     ),
     "load_base (verify + fp32 tensors)": (
-        "import torch, safetensors.torch\nfrom edge_tl.bases import load_base",
+        "import torch, safetensors.torch\nfrom edge_tl.bases.store import load_base",
         "b = load_base('wt103')",
     ),
 }
@@ -57,8 +57,7 @@ def child_code(imports: str, body: str, src: Path, bundle: Path) -> str:
 
 def run_step(code: str, env: dict) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
-                            cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out = proc.stdout.read().decode() if proc.stdout else ""
@@ -66,8 +65,12 @@ def run_step(code: str, env: dict) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"step failed ({proc.returncode}): {code}")
     res = json.loads(out.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "op_s": round(res["op_s"], 2), "torch_loaded": res["torch"],
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # Linux: ru_maxrss in KiB
+    return {
+        "wall_s": round(wall, 2),
+        "op_s": round(res["op_s"], 2),
+        "torch_loaded": res["torch"],
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }  # Linux: ru_maxrss in KiB
 
 
 def build_source(folder: Path) -> None:
@@ -79,8 +82,12 @@ def build_source(folder: Path) -> None:
         "from test_wt103 import WT103, fastai_dir  # the layout the tests check\n"
         f"fastai_dir(Path({str(folder)!r}), WT103)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def main() -> None:
@@ -103,8 +110,11 @@ def main() -> None:
         }
     result = {
         "command": "nice .venv/bin/python bench/bench_bundle.py",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "model": "AWD-LSTM vocab 60000, emb 400, hidden 1152, 3 layers (synthetic WT103)",
         "steps": rows,
         "sizes_bytes": sizes,

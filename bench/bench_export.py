@@ -46,10 +46,10 @@ def random_wt103_model():
     import torch
     from bench_tokenize import make_vocab
 
+    from edge_tl.awd_lstm import build_classifier
     from edge_tl.config import ModelConfig
-    from edge_tl.model import build_classifier
-    from edge_tl.models import TrainedModel
-    from edge_tl.tokenize import TextTokenizer
+    from edge_tl.deploy.tokenizer import TextTokenizer
+    from edge_tl.store.models import TrainedModel
 
     tok = TextTokenizer()
     counts = Counter(t for text, _ in load_reviews("train")[:5000] for t in tok(text))
@@ -58,8 +58,14 @@ def random_wt103_model():
     cfg = ModelConfig(vocab_size=60000)
     torch.manual_seed(0)
     clf = build_classifier(cfg, 2)
-    return TrainedModel(name="random-wt103", model_cfg=cfg, vocab=vocab, labels=["neg", "pos"],
-                        state_dict=clf.state_dict(), created="bench")
+    return TrainedModel(
+        name="random-wt103",
+        model_cfg=cfg,
+        vocab=vocab,
+        labels=["neg", "pos"],
+        state_dict=clf.state_dict(),
+        created="bench",
+    )
 
 
 def timeit(fns: dict, n: int, warmup: int = 2, raw: bool = False) -> dict:
@@ -105,21 +111,25 @@ def main() -> None:
     import torch
 
     from edge_tl.config import to_dict
-    from edge_tl.export import fastai_classifier, stateless_wrapper, to_onnx_bytes
-    from edge_tl.predict import Classifier
+    from edge_tl.deploy.export import fastai_classifier, stateless_wrapper, to_onnx_bytes
+    from edge_tl.deploy.predict import Classifier
 
     torch.set_num_threads(args.threads[0])
     t0 = time.perf_counter()
     if args.model:
-        from edge_tl.models import load_model
+        from edge_tl.store.models import load_model
 
         model = load_model(args.model)
     else:
         model = random_wt103_model()
     print(f"model ready in {time.perf_counter() - t0:.0f}s", flush=True)
-    res: dict = {"command": " ".join(["bench/bench_export.py", *sys.argv[1:]]),
-                 "model": model.name, "model_cfg": to_dict(model.model_cfg),
-                 "threads": args.threads, "machine": platform.processor() or platform.machine()}
+    res: dict = {
+        "command": " ".join(["bench/bench_export.py", *sys.argv[1:]]),
+        "model": model.name,
+        "model_cfg": to_dict(model.model_cfg),
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+    }
 
     tmp = Path(tempfile.mkdtemp(prefix="edge_tl_bench"))
     paths = {}
@@ -132,7 +142,7 @@ def main() -> None:
         res[f"export_s_{q or 'fp32'}"] = round(time.perf_counter() - t0, 1)
     res["file_mb"] = {k: round(p.stat().st_size / 1e6, 1) for k, p in paths.items()}
     # The same models in the external-data layout (graph + page-aligned weights file).
-    from edge_tl.export import split_external
+    from edge_tl.deploy.export import split_external
 
     ext_paths = {}
     for k, p in paths.items():
@@ -180,8 +190,13 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
     seqs = sorted((e[0] for e in enc[:320]), key=len)
     batches = [padded(seqs[i : i + 32]) for i in range(0, len(seqs), 32)]
     tmp = Path(tempfile.mkdtemp(prefix="edge_tl_bench_inputs"))
-    np.savez(tmp / "inputs.npz", x1=x1, l1=l1, **{f"b{i}_ids": b[0] for i, b in enumerate(batches)},
-             **{f"b{i}_lens": b[1] for i, b in enumerate(batches)})
+    np.savez(
+        tmp / "inputs.npz",
+        x1=x1,
+        l1=l1,
+        **{f"b{i}_ids": b[0] for i, b in enumerate(batches)},
+        **{f"b{i}_lens": b[1] for i, b in enumerate(batches)},
+    )
     fns = {
         "fastai_eager": lambda: fa_one(review256),
         "torch_wrapper": lambda: wrapper(torch.from_numpy(x1), torch.from_numpy(l1)),
@@ -198,17 +213,27 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
         torch.set_num_threads(threads)
         lat_ms: dict[str, list[float]] = {}
         thr: dict[str, list[float]] = {}
-        spec = json.dumps({"models": {k: str(p) for k, p in paths.items()}, "threads": threads,
-                           "reps": per_block, "inputs": str(tmp / "inputs.npz"),
-                           "n_batches": len(batches)})
+        spec = json.dumps(
+            {
+                "models": {k: str(p) for k, p in paths.items()},
+                "threads": threads,
+                "reps": per_block,
+                "inputs": str(tmp / "inputs.npz"),
+                "n_batches": len(batches),
+            }
+        )
         for _ in range(blocks):
             with torch.no_grad():
                 for k, v in timeit(fns, per_block, raw=True).items():
                     lat_ms.setdefault(k, []).extend(v)
                 for k, fn in thr_fns.items():
                     thr.setdefault(k, []).append(rate(fn, batches))
-            out = subprocess.run([sys.executable, __file__, "--ort-worker", spec],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--ort-worker", spec],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             got = json.loads(out.strip().splitlines()[-1])
             for k, v in got["latency_ms"].items():
                 lat_ms.setdefault(f"ort_{k}", []).extend(v)
@@ -216,11 +241,13 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
                 thr.setdefault(f"ort_{k}", []).append(v)
         lat = {k: summary(v) for k, v in lat_ms.items()}
         base = lat["fastai_eager"]["p50_ms"]
-        rec = {"latency_batch1": lat,
-               "throughput_batch32_reviews_per_s": {k: round(statistics.median(v), 1)
-                                                    for k, v in thr.items()},
-               "speedup_vs_fastai_batch1": {k: round(base / v["p50_ms"], 2)
-                                            for k, v in lat.items()}}  # fmt: skip
+        rec = {
+            "latency_batch1": lat,
+            "throughput_batch32_reviews_per_s": {
+                k: round(statistics.median(v), 1) for k, v in thr.items()
+            },
+            "speedup_vs_fastai_batch1": {k: round(base / v["p50_ms"], 2) for k, v in lat.items()},
+        }
         res["by_threads"][str(threads)] = rec
         print_table(threads, rec, res["file_mb"])
 
@@ -232,13 +259,18 @@ def speed(args, res, paths, fa, fa_one, wrapper, enc, review256, ext_paths) -> N
         ts, cpu = [], []
         for _ in range(7):
             r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run([str(exe), "predict", str(p), "A great film, I loved it."],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [str(exe), "predict", str(p), "A great film, I loved it."],
+                check=True,
+                capture_output=True,
+            )
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             ts.append(time.perf_counter() - t0)
             cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
-        cold[k] = {"wall_s": round(statistics.median(ts), 3),
-                   "cpu_s": round(statistics.median(cpu), 3)}
+        cold[k] = {
+            "wall_s": round(statistics.median(ts), 3),
+            "cpu_s": round(statistics.median(cpu), 3),
+        }
     res["cold_start_s"] = cold
     print(f"cold start (edge-tl predict, median of 7): {cold}", flush=True)
 
@@ -254,8 +286,11 @@ def rate(fn, batches) -> float:
 def summary(v: list[float]) -> dict[str, float]:
     """p50 and p95 of a list of milliseconds."""
     v = sorted(v)
-    return {"p50_ms": round(statistics.median(v), 2),
-            "p95_ms": round(v[min(len(v) - 1, int(0.95 * len(v)))], 2), "n": len(v)}
+    return {
+        "p50_ms": round(statistics.median(v), 2),
+        "p95_ms": round(v[min(len(v) - 1, int(0.95 * len(v)))], 2),
+        "n": len(v),
+    }
 
 
 def print_table(threads: int, rec: dict, mb: dict) -> None:
@@ -264,8 +299,13 @@ def print_table(threads: int, rec: dict, mb: dict) -> None:
     head = ("engine", "p50 ms", "p95 ms", "speedup", "rev/s@32", "MB")
     print(f"\n{threads} thread(s)\n{head[0]:<15}" + "".join(f"{h:>10}" for h in head[1:]))
     for k in lat:
-        row = (lat[k]["p50_ms"], lat[k]["p95_ms"], rec["speedup_vs_fastai_batch1"][k], thr[k],
-               mb.get(k.removeprefix("ort_"), ""))
+        row = (
+            lat[k]["p50_ms"],
+            lat[k]["p95_ms"],
+            rec["speedup_vs_fastai_batch1"][k],
+            thr[k],
+            mb.get(k.removeprefix("ort_"), ""),
+        )
         print(f"{k:<15}" + "".join(f"{v:>10}" for v in row), flush=True)
 
 
@@ -277,15 +317,20 @@ def ort_worker(spec_json: str) -> None:
     data = np.load(spec["inputs"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = spec["threads"]
-    sess = {k: ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"])
-            for k, p in spec["models"].items()}  # fmt: skip
+    sess = {
+        k: ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"])
+        for k, p in spec["models"].items()
+    }
     feed = {"input_ids": data["x1"], "lengths": data["l1"]}
     fns = {k: (lambda s=s: s.run(None, feed)) for k, s in sess.items()}
     batches = [(data[f"b{i}_ids"], data[f"b{i}_lens"]) for i in range(spec["n_batches"])]
-    out = {"latency_ms": timeit(fns, spec["reps"], raw=True),
-           "reviews_per_s": {k: rate(lambda i, ln, s=s: s.run(None, {"input_ids": i,
-                                                                    "lengths": ln}), batches)
-                             for k, s in sess.items()}}  # fmt: skip
+    out = {
+        "latency_ms": timeit(fns, spec["reps"], raw=True),
+        "reviews_per_s": {
+            k: rate(lambda i, ln, s=s: s.run(None, {"input_ids": i, "lengths": ln}), batches)
+            for k, s in sess.items()
+        },
+    }
     print(json.dumps(out))
 
 
@@ -294,7 +339,7 @@ def parity(args, res, model, paths, clf, fa_one, enc, test) -> None:
     import onnxruntime as ort
     import torch
 
-    from edge_tl.predict import Classifier
+    from edge_tl.deploy.predict import Classifier
 
     seqs = [e[0] for e in enc[: args.n_parity]]
     clf_int8 = Classifier(paths["int8"], threads=args.threads[0])
@@ -322,14 +367,17 @@ def parity(args, res, model, paths, clf, fa_one, enc, test) -> None:
             key = f"batch{bs}_max_abs"
             worst[key] = max(worst[key], float(np.abs(got - ref).max()))
         p8 = clf_int8.proba_ids(chunk)
-        worst["int8_vs_fastai_max_abs"] = max(worst["int8_vs_fastai_max_abs"],
-                                              float(np.abs(p8 - ref).max()))
+        worst["int8_vs_fastai_max_abs"] = max(
+            worst["int8_vs_fastai_max_abs"], float(np.abs(p8 - ref).max())
+        )
         agree += int((p8.argmax(1) == ref.argmax(1)).sum())
         done += len(chunk)
         res["parity_n"] = done
-        res["parity"] = {**worst, "int8_label_agreement": round(agree / done, 4),
-                         "lengths": {"min": min(map(len, seqs[:done])),
-                                     "max": max(map(len, seqs[:done]))}}
+        res["parity"] = {
+            **worst,
+            "int8_label_agreement": round(agree / done, 4),
+            "lengths": {"min": min(map(len, seqs[:done])), "max": max(map(len, seqs[:done]))},
+        }
         res["parity_s"] = round(time.perf_counter() - t0, 1)
         args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         print("parity", done, res["parity"], flush=True)

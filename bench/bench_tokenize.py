@@ -1,4 +1,5 @@
-"""Agreement and speed of edge_tl.tokenize vs fastai's training pipeline on IMDb test reviews.
+"""Agreement and speed of edge_tl.deploy.tokenizer vs fastai's training pipeline on IMDb
+test reviews.
 
     .venv/bin/python bench/bench_tokenize.py [--n 25000] [--out bench/results/tokenize.json]
     .venv/bin/python bench/bench_tokenize.py --write-rules   # regenerate assets/tokenizer_en.json
@@ -31,7 +32,7 @@ def write_rules() -> None:
     import spacy
     from spacy.symbols import ORTH
 
-    from edge_tl.tokenize import SPECIAL_TOKENS
+    from edge_tl.deploy.tokenizer import SPECIAL_TOKENS
 
     tok = spacy.blank("en").tokenizer
     for w in SPECIAL_TOKENS:  # what fastai's SpacyTokenizer adds
@@ -52,7 +53,7 @@ def write_rules() -> None:
 
 def make_vocab(counts: Counter, min_freq: int = 3, max_vocab: int = 60000) -> list[str]:
     """fastai's make_vocab: special tokens first, then by frequency, padded to a multiple of 8."""
-    from edge_tl.tokenize import SPECIAL_TOKENS
+    from edge_tl.deploy.tokenizer import SPECIAL_TOKENS
 
     vocab = [o for o, c in counts.most_common(max_vocab) if c >= min_freq]
     vocab = SPECIAL_TOKENS + [o for o in vocab if o not in SPECIAL_TOKENS]
@@ -75,7 +76,7 @@ def main() -> None:
     import spacy
     from fastai.text.core import SpacyTokenizer, TokenizeWithRules
 
-    from edge_tl.tokenize import Encoder, TextTokenizer
+    from edge_tl.deploy.tokenizer import Encoder, TextTokenizer
 
     with gzip.open(DATA, "rt", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -118,8 +119,11 @@ def main() -> None:
         "edge_tl_reviews_per_s": round(n / t_mine, 1),
         "fastai_reviews_per_s": round(n / t_ref, 1),
         "differences": examples,
-        "versions": {"fastai": fastai.__version__, "spacy": spacy.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "fastai": fastai.__version__,
+            "spacy": spacy.__version__,
+            "python": platform.python_version(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

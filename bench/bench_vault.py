@@ -36,7 +36,8 @@ def _timed(fn):  # type: ignore[no-untyped-def]
 
 def run_once(data_dir: Path) -> dict:
     """One full import of the three splits, then one full load; fresh store each time."""
-    from edge_tl import data, keys
+    from edge_tl.store import datasets as data
+    from edge_tl.store import keys
 
     home = Path(tempfile.mkdtemp(prefix="edge_tl_bench_"))
     os.environ["EDGE_TL_HOME"] = str(home)
@@ -69,7 +70,7 @@ def run_once(data_dir: Path) -> dict:
 
 def kdf_times() -> dict:
     """Seconds for scrypt (age work factor 2^18) to protect and to unlock the identity."""
-    from edge_tl import keys
+    from edge_tl.store import keys
 
     home = Path(tempfile.mkdtemp(prefix="edge_tl_bench_kdf_"))
     os.environ["EDGE_TL_HOME"] = str(home)
@@ -98,7 +99,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "vault.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from edge_tl import vault
+    from edge_tl.store import vault
 
     vault.DEFAULT_COMPRESSION = args.compression
     load_before = os.getloadavg()

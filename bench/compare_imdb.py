@@ -1,7 +1,7 @@
-"""The real transfer-vs-scratch curve on IMDb (issue 6), resumable, for a background run.
+"""The real transfer-vs-scratch curve on IMDb, resumable, for a background run.
 
 Imports the IMDb train/test/unsup CSVs into the vault of a dedicated EDGE_TL_HOME (once), then
-runs `edge_tl.compare.run_compare` with the shipped default base: sizes 500 ... 20k, 3 seeds,
+runs `edge_tl.compare.run.run_compare` with the shipped default base: sizes 500 ... 20k, 3 seeds,
 both protocols (semi: LM fine-tuned once on the 25k train texts + 50k unlabelled reviews),
 transfer, scratch and TF-IDF arms, on a fixed stratified 5,000-review test subset, with the
 published curves beside. Results (results.json, table.md, table.csv, curve.png) go to
@@ -51,8 +51,8 @@ def read_rows(imdb: Path, name: str) -> list[dict[str, str]]:
 
 def ensure_datasets(unsup_rows: int, imdb: Path = IMDB) -> str:
     """Import imdb-train / imdb-test (and the unlabelled reviews) once; the unsup dataset name."""
-    from edge_tl import keys
-    from edge_tl.data import import_source, list_datasets, save_dataset
+    from edge_tl.store import keys
+    from edge_tl.store.datasets import import_source, list_datasets, save_dataset
 
     if not keys.has_identity():
         keys.init_identity(None)
@@ -60,8 +60,9 @@ def ensure_datasets(unsup_rows: int, imdb: Path = IMDB) -> str:
     for name in ("train", "test"):
         if f"imdb-{name}" not in have:
             print(f"importing {name}.csv.gz ...", flush=True)
-            import_source(_csv(imdb, name), f"imdb-{name}", text_col="text",
-                          label_col="label", progress=False)  # fmt: skip
+            import_source(
+                _csv(imdb, name), f"imdb-{name}", text_col="text", label_col="label", progress=False
+            )
     unsup = "imdb-unsup" if unsup_rows >= 50000 else f"imdb-unsup-{unsup_rows}"
     if unsup not in have:
         print(f"importing {unsup} ...", flush=True)
@@ -77,8 +78,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", type=Path, default=HOME, help="EDGE_TL_HOME of this benchmark")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--work", type=Path, default=None,
-                    help="shared LM, checkpoints and lock (default HOME/compare); one per --out")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="shared LM, checkpoints and lock (default HOME/compare); one per --out",
+    )
     ap.add_argument("--base", default="default")
     ap.add_argument("--sizes", default="500,1000,2500,5000,10000,20000")
     ap.add_argument("--seeds", type=int, default=3)
@@ -96,28 +101,43 @@ def main() -> None:
     os.environ["EDGE_TL_HOME"] = str(a.home)
     a.home.mkdir(parents=True, exist_ok=True)
 
-    from edge_tl.compare import ComparePlan, run_compare
-    from edge_tl.train import resolve_config
+    from edge_tl.compare.plan import ComparePlan
+    from edge_tl.compare.run import run_compare
+    from edge_tl.train.settings import resolve_config
 
     unsup = ensure_datasets(a.unsup_rows)
     prof = None
     if a.profile:
-        from edge_tl.profiles import load_profile
+        from edge_tl.hardware.profiles import load_profile
 
         prof = load_profile(a.profile)
     cfg = resolve_config(prof, json.loads(a.config))
     plan = ComparePlan(
-        data="imdb-train", test="imdb-test", sizes=tuple(int(s) for s in a.sizes.split(",")),
-        seeds=(tuple(int(s) for s in a.seed_list.split(",")) if a.seed_list
-               else tuple(range(a.seeds))),
+        data="imdb-train",
+        test="imdb-test",
+        sizes=tuple(int(s) for s in a.sizes.split(",")),
+        seeds=(
+            tuple(int(s) for s in a.seed_list.split(",")) if a.seed_list else tuple(range(a.seeds))
+        ),
         protocols=("supervised", "semi") if a.protocol == "both" else (a.protocol,),
-        arms=tuple(a.arms.split(",")), base=a.base, lm_data=(unsup,), test_rows=a.test_rows,
+        arms=tuple(a.arms.split(",")),
+        base=a.base,
+        lm_data=(unsup,),
+        test_rows=a.test_rows,
         references="imdb",
-    )  # fmt: skip
+    )
     work = a.work or a.home / "compare"
-    doc = run_compare(plan, cfg, a.out, profile=prof, budget_minutes=a.budget_minutes,
-                      dry_run=a.dry_run, progress=a.progress,
-                      echo=lambda m: print(m, flush=True), work=work)  # fmt: skip
+    doc = run_compare(
+        plan,
+        cfg,
+        a.out,
+        profile=prof,
+        budget_minutes=a.budget_minutes,
+        dry_run=a.dry_run,
+        progress=a.progress,
+        echo=lambda m: print(m, flush=True),
+        work=work,
+    )
     if not a.dry_run:
         print((a.out / "table.md").read_text(), flush=True)
     print(f"{len(doc['runs'])} runs recorded in {a.out / 'results.json'}", flush=True)

@@ -1,4 +1,4 @@
-"""Issue 6's curve beyond 5k on a lent GPU: several compare processes share one GPU at once.
+"""The learning curve beyond 5k on a lent GPU: several compare processes share one GPU at once.
 
 A classifier unit of the small base leaves an H200 mostly idle (it is bound by Python and
 kernel-launch latency), so bench/gpu_curve.sh runs one process per chain of units:
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_semi import BASE_CONFIG, port_tokenize  # noqa: E402
 
-# The speeds session 7 measured on an H200 (LM, classifier, inference tokens/s): they only feed
+# The speeds measured on an H200 (LM, classifier, inference tokens/s): they only feed
 # compare's printed estimate, and measuring them again costs every process ~10 s of GPU.
 H200_SPEEDS = (797_982.0, 376_682.0, 1_183_973.0)
 
@@ -48,23 +48,31 @@ def texts_digest(texts: list[str]) -> str:
 def parse_plan(spec: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
     """'2500,5000:0,1:scratch' -> sizes, seeds, arms."""
     sizes, seeds, arms = spec.split(":")
-    return (tuple(int(s) for s in sizes.split(",")), tuple(int(s) for s in seeds.split(",")),
-            tuple(arms.split(",")))  # fmt: skip
+    return (
+        tuple(int(s) for s in sizes.split(",")),
+        tuple(int(s) for s in seeds.split(",")),
+        tuple(arms.split(",")),
+    )
 
 
 def defer_ensembles(out: Path, min_rows: int) -> None:
     """Replace compare's transfer + TF-IDF mean for units of `min_rows`+ rows by a probs file."""
-    import edge_tl.compare_ensemble as ce
+    import edge_tl.compare.ensemble as ce
 
     original = ce.ensemble_metrics
 
     def deferred(neural, train_texts, train_labels, test_texts, gold, names, seed):  # noqa: ANN001, ANN202
         if len(train_texts) < min_rows:
             return original(neural, train_texts, train_labels, test_texts, gold, names, seed)
-        doc = {"size": len(train_texts), "seed": seed, "names": list(names),
-               "train_sha256": texts_digest(list(train_texts)),
-               "test_sha256": texts_digest(list(test_texts)), "gold": list(gold),
-               "probs": [[round(float(x), 7) for x in p] for p in neural]}  # fmt: skip
+        doc = {
+            "size": len(train_texts),
+            "seed": seed,
+            "names": list(names),
+            "train_sha256": texts_digest(list(train_texts)),
+            "test_sha256": texts_digest(list(test_texts)),
+            "gold": list(gold),
+            "probs": [[round(float(x), 7) for x in p] for p in neural],
+        }
         out.mkdir(parents=True, exist_ok=True)
         (out / f"probs-{len(train_texts)}-{seed}.json").write_text(json.dumps(doc))
         print(f"ensemble of {len(train_texts)} rows deferred to bench/merge_compare.py", flush=True)
@@ -75,7 +83,7 @@ def defer_ensembles(out: Path, min_rows: int) -> None:
 
 def wait_for_lm(src: Path, work: Path, deadline: float) -> None:
     """Copy the shared LM that another process is training once it exists."""
-    from edge_tl.compare_lm import SEMI_LM
+    from edge_tl.compare.lm import SEMI_LM
 
     t0 = time.perf_counter()
     while not (src / SEMI_LM).is_file():
@@ -84,8 +92,7 @@ def wait_for_lm(src: Path, work: Path, deadline: float) -> None:
         time.sleep(2)
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / SEMI_LM, work / SEMI_LM)
-    print(f"shared LM copied from {src} after waiting {time.perf_counter() - t0:.0f} s",
-          flush=True)  # fmt: skip
+    print(f"shared LM copied from {src} after waiting {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -105,8 +112,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=600.0, help="give up waiting after this")
     ap.add_argument("--base", default="default")
     ap.add_argument("--import-base", type=Path, help="with --prepare: import this bundle first")
-    ap.add_argument("--unsup-rows", type=int, default=50000,
-                    help="unlabelled reviews for the shared LM (the file may hold exactly these)")
+    ap.add_argument(
+        "--unsup-rows",
+        type=int,
+        default=50000,
+        help="unlabelled reviews for the shared LM (the file may hold exactly these)",
+    )
     a = ap.parse_args()
     deadline = time.monotonic() + a.seconds
 
@@ -116,14 +127,15 @@ def main() -> None:
     unsup = ensure_datasets(a.unsup_rows, a.imdb)
     if a.prepare:
         if a.import_base is not None:
-            from edge_tl.bases import import_base
+            from edge_tl.bases.store import import_base
 
             print(f"imported base {import_base(a.import_base, allow_unsigned=True)}", flush=True)
         return
-    import edge_tl.compare as compare
-    import edge_tl.fastcpu as fastcpu
-    from edge_tl.compare import ComparePlan, run_compare
-    from edge_tl.train import resolve_config
+    import edge_tl.compare.run as compare
+    import edge_tl.train.engine as fastcpu
+    from edge_tl.compare.plan import ComparePlan
+    from edge_tl.compare.run import run_compare
+    from edge_tl.train.settings import resolve_config
 
     fastcpu.tokenize = port_tokenize  # spaCy is not on that machine; same tokens
     compare.measure_speed = lambda *_a, **_k: H200_SPEEDS
@@ -131,14 +143,27 @@ def main() -> None:
         defer_ensembles(a.out, a.defer_ensemble)
     if a.lm_from is not None:
         wait_for_lm(a.lm_from, a.work, deadline)
-    over: dict[str, Any] = {**BASE_CONFIG, "workers": a.workers, "threads": a.threads,
-                            "lm_epochs": a.lm_epochs}  # fmt: skip
+    over: dict[str, Any] = {
+        **BASE_CONFIG,
+        "workers": a.workers,
+        "threads": a.threads,
+        "lm_epochs": a.lm_epochs,
+    }
     cfg = resolve_config(None, over)
     for spec in a.plan:
         sizes, seeds, arms = parse_plan(spec)
-        plan = ComparePlan(data="imdb-train", test="imdb-test", sizes=sizes, seeds=seeds,
-                           protocols=("semi",), arms=arms, base=a.base, lm_data=(unsup,),
-                           test_rows=5000, references="imdb")  # fmt: skip
+        plan = ComparePlan(
+            data="imdb-train",
+            test="imdb-test",
+            sizes=sizes,
+            seeds=seeds,
+            protocols=("semi",),
+            arms=arms,
+            base=a.base,
+            lm_data=(unsup,),
+            test_rows=5000,
+            references="imdb",
+        )
         try:
             run_compare(plan, cfg, a.out, echo=lambda m: print(m, flush=True), work=a.work)
         except Exception:  # a bench driver: log it and go on with the next plan

@@ -31,10 +31,10 @@ launch() {  # launch NAME ARGS...: one compare process in the background
 }
 # The critical chain first: the shared LM, then the largest transfer unit.
 if [ "${GPU_CURVE_PLANS:-session8}" = seeds12 ]; then
-    # What the committed curve still lacks (session 10): seeds 1-2 of transfer and scratch at
+    # What the committed curve still lacks: seeds 1-2 of transfer and scratch at
     # 10k / 20k (scratch in fp32: classifier_dtype's rule). Only units not already in
     # compare-semi-gpu: the merge refuses a unit that two folders hold differently. The LM is
-    # made again, bit for bit the same as sessions 7-8's (same data, seed and device kind).
+    # made again, bit for bit the same as the committed one's (same data, seed and device kind).
     launch lm --workers 12 --defer-ensemble 10000 --plan 20000:1:transfer
     launch transfer20k --workers 2 --lm-from $W/work/lm --defer-ensemble 10000 \
         --plan 20000:2:transfer
@@ -44,7 +44,7 @@ if [ "${GPU_CURVE_PLANS:-session8}" = seeds12 ]; then
     launch scratch20k2 --plan 20000:2:scratch
     launch scratch --plan 10000:1,2:scratch
     launch tfidf --threads 1 --plan 10000:2:tfidf --plan 20000:1,2:tfidf
-else  # session 8's run, as it was
+else  # the committed curve's run, as it was
     launch lm --workers 12 --defer-ensemble 10000 --plan 20000:0:transfer
     launch scratch20k --plan 20000:0:scratch
     launch scratch --plan 2500,5000,10000:0:scratch --plan 500,1000:0:scratch

@@ -31,18 +31,43 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "corpus"
 # Not in the device image (its package list: /work/.library/device/KINDS.md); spaCy is not
 # needed there, the drivers tokenize with edge_tl's pure-Python port.
-WHEELS = ("fastai", "fastcore", "fastprogress", "fasttransform", "fastdownload", "plum-dispatch",
-          "beartype", "python-fasthtml", "starlette", "itsdangerous", "python-multipart",
-          "pyrage", "cryptography", "cffi")  # fmt: skip
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64")  # fmt: skip
+WHEELS = (
+    "fastai",
+    "fastcore",
+    "fastprogress",
+    "fasttransform",
+    "fastdownload",
+    "plum-dispatch",
+    "beartype",
+    "python-fasthtml",
+    "starlette",
+    "itsdangerous",
+    "python-multipart",
+    "pyrage",
+    "cryptography",
+    "cffi",
+)
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_34_x86_64",
+    "manylinux_2_31_x86_64",
+)
 CARRY = {
     "bench/gpu_semi.sh, bench/gpu_curve.sh": [".whl", ".gpu/imdb", ".gpu/keys"],
-    "bench/gpu_size.sh": [".whl", ".gpu/imdb/train.csv.xz", ".gpu/imdb/test.csv.xz", ".gpu/unsup5k",
-                          ".gpu/corpus/gutenberg_train_00.jsonl.xz",
-                          ".gpu/corpus/gutenberg_valid.jsonl.xz", ".gpu/keys"],
+    "bench/gpu_size.sh": [
+        ".whl",
+        ".gpu/imdb/train.csv.xz",
+        ".gpu/imdb/test.csv.xz",
+        ".gpu/unsup5k",
+        ".gpu/corpus/gutenberg_train_00.jsonl.xz",
+        ".gpu/corpus/gutenberg_valid.jsonl.xz",
+        ".gpu/keys",
+    ],
     "bench/gpu_pretrain.sh": [".whl", ".gpu/corpus", ".gpu/keys"],
-}  # fmt: skip
+}
 
 
 def exclude(*patterns: str) -> None:
@@ -64,9 +89,23 @@ def wheels(dest: Path) -> None:
     plats = [a for p in PLATFORMS for a in ("--platform", p)]
     for name in WHEELS:
         version = importlib.metadata.version(name)
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-               "--python-version", "3.12", "--implementation", "cp", *plats, "-d", str(dest),
-               f"{name}=={version}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *plats,
+            "-d",
+            str(dest),
+            f"{name}=={version}",
+        ]
         subprocess.run(cmd, check=True)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the carry on a fresh checkout first: .venv/bin/python bench/gpu_prepare.py (prints the lists).
-# Issue 6's model-size ablation on a lent GPU (the device tool), in one call: pretrain a base of
+# The model-size ablation on a lent GPU (the device tool), in one call: pretrain a base of
 # SIZE (default medium: 30k vocab, emb 300, hidden 800, 3 layers) on one Gutenberg shard for
 # PRETRAIN_MINUTES, pack it, then run the semi curve with it exactly as
 # bench/results/compare-semi-gpubase ran the small GPU base (`flat10`, the 30k-text LM: 25k train

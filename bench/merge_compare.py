@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def merge_docs(docs: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     """One results document from several with the same setup (the first holding the LM leads)."""
-    from edge_tl.compare_results import check_setup
+    from edge_tl.compare.results import check_setup
 
     docs = [(p, d) for p, d in docs if d.get("setup")]
     if not docs:
@@ -51,9 +51,9 @@ def finish_ensembles(doc: dict[str, Any], probs_files: list[Path]) -> list[str]:
     """Fill in deferred transfer + TF-IDF means; the unit keys it did."""
     from gpu_curve import texts_digest
 
-    from edge_tl.compare import TEST_SEED
-    from edge_tl.compare_ensemble import ensemble_metrics
-    from edge_tl.data import open_dataset, stratified_nested_subsets
+    from edge_tl.compare.ensemble import ensemble_metrics
+    from edge_tl.compare.run import TEST_SEED
+    from edge_tl.store.datasets import open_dataset, stratified_nested_subsets
 
     setup = doc["setup"]
     ds, ts = open_dataset(setup["data"]), open_dataset(setup["test"])
@@ -75,27 +75,35 @@ def finish_ensembles(doc: dict[str, Any], probs_files: list[Path]) -> list[str]:
         if texts_digest(tr) != p["train_sha256"] or texts_digest(t_texts) != p["test_sha256"]:
             raise SystemExit(f"{f}: the rebuilt rows are not the ones the unit used")
         t0 = time.perf_counter()
-        rec["metrics"]["ensemble"] = ensemble_metrics(p["probs"], tr, tl, t_texts, p["gold"],
-                                                      p["names"], p["seed"])  # fmt: skip
+        rec["metrics"]["ensemble"] = ensemble_metrics(
+            p["probs"], tr, tl, t_texts, p["gold"], p["names"], p["seed"]
+        )
         rec["timings"]["ensemble_here"] = time.perf_counter() - t0
-        print(f"{key}: transfer + TF-IDF {rec['metrics']['ensemble']['accuracy']:.4f} "
-              f"(transfer {rec['accuracy']:.4f})", flush=True)  # fmt: skip
+        print(
+            f"{key}: transfer + TF-IDF {rec['metrics']['ensemble']['accuracy']:.4f} "
+            f"(transfer {rec['accuracy']:.4f})",
+            flush=True,
+        )
         done.append(key)
     return done
 
 
 def lm_record(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
     """The results file's `semi_lm` entry, read from the encrypted shared LM's header."""
-    from edge_tl.compare import lm_digest
-    from edge_tl.compare_lm import load_lm
-    from edge_tl.data import open_dataset
+    from edge_tl.compare.lm import lm_digest, load_lm
+    from edge_tl.store.datasets import open_dataset
 
     setup = doc["setup"]
     lm = load_lm(path, lm_digest(setup))
     texts = sum(len(open_dataset(n).texts) for n in (setup["data"], *setup["lm_data"]))
-    return {"texts": texts, "seconds": lm.seconds, "tokens": lm.tokens,
-            "tokens_per_s": lm.tokens / lm.seconds if lm.seconds else None, **lm.metrics,
-            "note": "read from the LM file: the unit that trained it did not finish"}  # fmt: skip
+    return {
+        "texts": texts,
+        "seconds": lm.seconds,
+        "tokens": lm.tokens,
+        "tokens_per_s": lm.tokens / lm.seconds if lm.seconds else None,
+        **lm.metrics,
+        "note": "read from the LM file: the unit that trained it did not finish",
+    }
 
 
 def main() -> None:
@@ -104,13 +112,18 @@ def main() -> None:
     ap.add_argument("--home", type=Path, required=True, help="EDGE_TL_HOME holding the datasets")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--lm", type=Path, help="the shared LM, when no folder recorded it")
-    ap.add_argument("--exclude", action="append", default=[], metavar="KEY=REASON",
-                    help="move a unit to `excluded_runs` with the reason (a known defect)")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="KEY=REASON",
+        help="move a unit to `excluded_runs` with the reason (a known defect)",
+    )
     ap.add_argument("folders", type=Path, nargs="+")
     a = ap.parse_args()
     os.environ["EDGE_TL_HOME"] = str(a.home)
-    from edge_tl import report
-    from edge_tl.compare_results import load_results, save_results
+    from edge_tl.compare import report
+    from edge_tl.compare.results import load_results, save_results
 
     doc = merge_docs([(f, load_results(f)) for f in a.folders])
     if "semi_lm" not in doc and a.lm is not None:

@@ -18,17 +18,16 @@ from pathlib import Path
 
 import torch
 
-from edge_tl.config import from_dict
-from edge_tl.model import build_lm
-from edge_tl.pretrain import (
+from edge_tl.awd_lstm import build_lm
+from edge_tl.bases.pack import GUTENBERG, model_card, pack_result
+from edge_tl.bases.pretrain import (
     SIZES,
     PretrainConfig,
     PretrainResult,
     evaluate_perplexity,
-    unigram_log_probs,
-    unigram_perplexity,
 )
-from edge_tl.pretrain_pack import GUTENBERG, model_card, pack_result
+from edge_tl.bases.tokens import unigram_log_probs, unigram_perplexity
+from edge_tl.config import from_dict
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
 
@@ -41,10 +40,18 @@ def main() -> None:
     ap.add_argument("--valid-tokens", type=int, default=0, help="0 = the whole valid stream")
     ap.add_argument("--note", default="", help="a paragraph appended to the model card")
     ap.add_argument("--hw-note", default="2 cores", help="how the CPU was shared, for the card")
-    ap.add_argument("--tokens-seen", type=int, default=0,
-                    help="override (when the batch size was changed on a resume)")
-    ap.add_argument("--dest", type=Path, default=ASSETS,
-                    help="folder for the bundle and card; only the package's assets get pinned")
+    ap.add_argument(
+        "--tokens-seen",
+        type=int,
+        default=0,
+        help="override (when the batch size was changed on a resume)",
+    )
+    ap.add_argument(
+        "--dest",
+        type=Path,
+        default=ASSETS,
+        help="folder for the bundle and card; only the package's assets get pinned",
+    )
     a = ap.parse_args()
     cfg = from_dict(PretrainConfig, json.loads((a.workdir / "config.json").read_text()), "cfg")
     vocab = json.loads((a.workdir / "vocab.json").read_text())
@@ -78,11 +85,17 @@ def main() -> None:
         "train_minutes": round(ck["elapsed"] / 60, 1),
         "config": json.loads((a.workdir / "config.json").read_text()),
     }
-    result = PretrainResult(model_cfg=model_cfg, vocab=vocab,
-                            state_dict={k: v for k, v in model.state_dict().items()}, stats=stats)
-    cmd = (f"nohup .venv/bin/python bench/pretrain_base.py --workdir {a.workdir} "
-           f"--config '{json.dumps(stats['config'])}' && "
-           f".venv/bin/python bench/pack_default_base.py --workdir {a.workdir}")
+    result = PretrainResult(
+        model_cfg=model_cfg,
+        vocab=vocab,
+        state_dict={k: v for k, v in model.state_dict().items()},
+        stats=stats,
+    )
+    cmd = (
+        f"nohup .venv/bin/python bench/pretrain_base.py --workdir {a.workdir} "
+        f"--config '{json.dumps(stats['config'])}' && "
+        f".venv/bin/python bench/pack_default_base.py --workdir {a.workdir}"
+    )
     hw = f"{platform.machine()} CPU, {a.hw_note}, torch {torch.__version__}"
     card = model_card(a.name, result, GUTENBERG, cmd, hw) + (f"\n{a.note}\n" if a.note else "")
     a.dest.mkdir(parents=True, exist_ok=True)

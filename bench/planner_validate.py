@@ -1,9 +1,9 @@
 """Validate the memory planner: measured peak RSS of real training steps vs the estimate.
 
 Each configuration runs in a fresh, niced subprocess (so peaks do not leak between runs): it
-imports torch + fastai, builds the fastai AWD-LSTM (edge_tl.model), and runs a few steps of
+imports torch + fastai, builds the fastai AWD-LSTM (edge_tl.awd_lstm), and runs a few steps of
 forward + AR/TAR-regularised loss + backward + fastai Adam on random tokens, then reports
-`ru_maxrss`. The parent compares it with `edge_tl.planner.estimate_memory` and writes
+`ru_maxrss`. The parent compares it with `edge_tl.hardware.planner.estimate_memory` and writes
 bench/results/planner.json plus a table.
 
     nice .venv/bin/python bench/planner_validate.py            # all configurations
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_tl.config import ModelConfig  # noqa: E402
-from edge_tl.planner import Coefficients, estimate_memory  # noqa: E402
+from edge_tl.hardware.planner import Coefficients, estimate_memory  # noqa: E402
 
 SMALL = {"vocab_size": 8000, "emb_sz": 128, "n_hid": 256, "n_layers": 2}
 MEDIUM = {"vocab_size": 30000, "emb_sz": 300, "n_hid": 768, "n_layers": 3}
@@ -38,7 +38,7 @@ DEEP = {"vocab_size": 40000, "emb_sz": 400, "n_hid": 512, "n_layers": 4}
 PROBE = {"vocab_size": 2000, "emb_sz": 256, "n_hid": 1024, "n_layers": 3}
 
 # (set, name, model, mode, seq_len, batch_size). The "fit" rows calibrate the constants in
-# edge_tl/planner.py (`--fit`); the "check" rows were never used for fitting.
+# edge_tl/hardware/planner.py (`--fit`); the "check" rows were never used for fitting.
 CONFIGS = [
     ("fit", "small-lm", SMALL, "lm_train", 70, 32),
     ("fit", "medium-lm-bs16", MEDIUM, "lm_train", 70, 16),
@@ -67,7 +67,7 @@ def child(spec: dict) -> dict:
     import torch
     from fastai.optimizer import Adam
 
-    from edge_tl.model import build_classifier, build_lm
+    from edge_tl.awd_lstm import build_classifier, build_lm
 
     torch.manual_seed(0)
     torch.set_num_threads(spec["threads"])
@@ -114,22 +114,38 @@ def child(spec: dict) -> dict:
 
 def run_one(name: str, model: dict, mode: str, seq_len: int, bs: int, steps: int) -> dict:
     """Measure one configuration in a fresh niced subprocess."""
-    spec = {"model": model, "mode": mode, "seq_len": seq_len, "batch_size": bs,
-            "steps": steps, "threads": os.cpu_count() or 1}
+    spec = {
+        "model": model,
+        "mode": mode,
+        "seq_len": seq_len,
+        "batch_size": bs,
+        "steps": steps,
+        "threads": os.cpu_count() or 1,
+    }
     out = subprocess.run(
         ["nice", "-n", "10", sys.executable, __file__, "--child", json.dumps(spec)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     meas = json.loads(out.stdout.strip().splitlines()[-1])
-    row = {"name": name, "model": model, "mode": mode, "seq_len": seq_len, "batch_size": bs,
-           "steps": steps, **meas}
+    row = {
+        "name": name,
+        "model": model,
+        "mode": mode,
+        "seq_len": seq_len,
+        "batch_size": bs,
+        "steps": steps,
+        **meas,
+    }
     return {**row, **reestimate(row)}
 
 
 def reestimate(r: dict) -> dict:
     """The estimate fields of a stored row, recomputed with the current constants."""
-    est = estimate_memory(ModelConfig(**r["model"]), r["seq_len"], "fp32", r["mode"],
-                          r["batch_size"])
+    est = estimate_memory(
+        ModelConfig(**r["model"]), r["seq_len"], "fp32", r["mode"], r["batch_size"]
+    )
     err = (est.total - r["peak_rss"]) / r["peak_rss"]
     return {"estimate": est.total, "breakdown": est.breakdown, "rel_error": round(err, 4)}
 
@@ -137,14 +153,19 @@ def reestimate(r: dict) -> dict:
 def markdown(rows: list[dict]) -> str:
     """The estimate-vs-measured table for docs/planner.md."""
     mib = 2**20
-    lines = ["| set | name | vocab/emb/hid/layers | mode | seq | bs | measured MiB | "
-             "estimate MiB | error | s/step |", "|" + "---|" * 10]
+    lines = [
+        "| set | name | vocab/emb/hid/layers | mode | seq | bs | measured MiB | "
+        "estimate MiB | error | s/step |",
+        "|" + "---|" * 10,
+    ]
     for r in rows:
         m = r["model"]
         shape = f"{m['vocab_size']}/{m['emb_sz']}/{m['n_hid']}/{m['n_layers']}"
-        lines.append(f"| {r['set']} | {r['name']} | {shape} | {r['mode']} | {r['seq_len']} | "
-                     f"{r['batch_size']} | {r['peak_rss'] / mib:.0f} | {r['estimate'] / mib:.0f} "
-                     f"| {r['rel_error']:+.1%} | {r['sec_per_step']:.1f} |")
+        lines.append(
+            f"| {r['set']} | {r['name']} | {shape} | {r['mode']} | {r['seq_len']} | "
+            f"{r['batch_size']} | {r['peak_rss'] / mib:.0f} | {r['estimate'] / mib:.0f} "
+            f"| {r['rel_error']:+.1%} | {r['sec_per_step']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -177,9 +198,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "planner.json"))
     ap.add_argument("--fit", action="store_true", help="refit constants from --out's fit rows")
-    ap.add_argument("--reestimate", action="store_true",
-                    help="keep --out's measurements, recompute the estimates with the current "
-                    "planner constants")
+    ap.add_argument(
+        "--reestimate",
+        action="store_true",
+        help="keep --out's measurements, recompute the estimates with the current "
+        "planner constants",
+    )
     ap.add_argument("--markdown", action="store_true", help="print --out as a markdown table")
     args = ap.parse_args()
     if args.markdown:
@@ -203,8 +227,10 @@ def main() -> None:
     old = {r["name"]: r for r in json.loads(out.read_text())["rows"]} if out.exists() else {}
     rows = dict(old)
     mib = 2**20
-    print(f"{'set':5} {'name':16} {'mode':10} {'seq':>5} {'bs':>3} {'measured MiB':>12} "
-          f"{'estimate MiB':>12} {'error':>7}")
+    print(
+        f"{'set':5} {'name':16} {'mode':10} {'seq':>5} {'bs':>3} {'measured MiB':>12} "
+        f"{'estimate MiB':>12} {'error':>7}"
+    )
     for subset, name, model, mode, sl, bs in CONFIGS:
         if args.only and subset != args.only:
             continue
@@ -215,16 +241,21 @@ def main() -> None:
         else:
             r = {"set": subset, **run_one(name, model, mode, sl, bs, args.steps)}
         rows[name] = r
-        print(f"{subset:5} {name:16} {mode:10} {sl:>5} {bs:>3} {r['peak_rss'] / mib:>12.0f} "
-              f"{r['estimate'] / mib:>12.0f} {r['rel_error']:>+7.1%}", flush=True)
+        print(
+            f"{subset:5} {name:16} {mode:10} {sl:>5} {bs:>3} {r['peak_rss'] / mib:>12.0f} "
+            f"{r['estimate'] / mib:>12.0f} {r['rel_error']:>+7.1%}",
+            flush=True,
+        )
         order = [c[1] for c in CONFIGS]
         ordered = sorted(rows.values(), key=lambda r: order.index(r["name"]))
         worst = max(abs(r["rel_error"]) for r in ordered)
-        result = {"command": "nice .venv/bin/python bench/planner_validate.py",
-                  "machine": {"cpu": platform.processor() or platform.machine(),
-                              "cores": os.cpu_count()},
-                  "metric": "peak RSS (ru_maxrss) of a fresh process vs planner.estimate_memory",
-                  "worst_abs_rel_error": worst, "rows": ordered}
+        result = {
+            "command": "nice .venv/bin/python bench/planner_validate.py",
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            "metric": "peak RSS (ru_maxrss) of a fresh process vs planner.estimate_memory",
+            "worst_abs_rel_error": worst,
+            "rows": ordered,
+        }
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"worst |error| {worst:.1%}")
 

@@ -1,6 +1,6 @@
 """Pretrain the shipped default base on the Gutenberg corpus (resumable; rerun to continue).
 
-    nohup nice -n 5 .venv/bin/python bench/pretrain_base.py --workdir /work/pretrain-small &
+nohup nice -n 5 .venv/bin/python bench/pretrain_base.py --workdir /work/pretrain-small &
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edge_tl.bases.pretrain import PretrainConfig, pretrain
 from edge_tl.config import from_dict
-from edge_tl.pretrain import PretrainConfig, pretrain
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
@@ -25,8 +25,14 @@ def main() -> None:
     a = ap.parse_args()
     cfg = from_dict(PretrainConfig, json.loads(a.config), "--config")
     corpus = [CORPUS / f"gutenberg_train_{i:02d}.jsonl.xz" for i in range(a.shards)]
-    pretrain(corpus, a.workdir, cfg, valid=[CORPUS / "gutenberg_valid.jsonl.xz"],
-             max_minutes=a.max_minutes, log=lambda m: print(m, flush=True))
+    pretrain(
+        corpus,
+        a.workdir,
+        cfg,
+        valid=[CORPUS / "gutenberg_valid.jsonl.xz"],
+        max_minutes=a.max_minutes,
+        log=lambda m: print(m, flush=True),
+    )
 
 
 if __name__ == "__main__":

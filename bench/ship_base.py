@@ -14,9 +14,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from edge_tl.bundle import read_bundle
-from edge_tl.pretrain import PretrainResult
-from edge_tl.pretrain_pack import GUTENBERG, model_card, pack_result
+from edge_tl.bases.bundle import read_bundle
+from edge_tl.bases.pack import GUTENBERG, model_card, pack_result
+from edge_tl.bases.pretrain import PretrainResult
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge_tl" / "assets"
 
@@ -34,12 +34,12 @@ def main() -> None:
     a = ap.parse_args()
     base = read_bundle(a.bundle, allow_unsigned=True)
     stats = json.loads(a.stats.read_text())
-    result = PretrainResult(model_cfg=base.model_cfg, vocab=base.vocab,
-                            state_dict=base.state_dict, stats=stats)  # fmt: skip
+    result = PretrainResult(
+        model_cfg=base.model_cfg, vocab=base.vocab, state_dict=base.state_dict, stats=stats
+    )
     card = model_card(a.name, result, GUTENBERG, a.command, a.hardware)
     card += f"\n{a.note}\n" if a.note else ""
-    out = pack_result(result, a.assets / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG,
-                      card=card)  # fmt: skip
+    out = pack_result(result, a.assets / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (a.assets / "bases.sha256").write_text(f"{digest}  {out.name}\n")
     (a.assets / f"{a.name}.card.md").write_text(card)

@@ -1,6 +1,7 @@
 """TF-IDF + logistic regression on IMDb: the issue's cheap baseline, on compare's exact splits.
 
-Train subsets: stratified, nested, fixed by seed (edge_tl.data.stratified_nested_subsets, seeds
+Train subsets: stratified, nested, fixed by seed (edge_tl.store.datasets.stratified_nested_subsets,
+seeds
 0, 1, 2) of the 25k training reviews; test: a fixed stratified 5,000-review subset of the 25k test
 reviews (seed 0), the same rows `edge-tl compare --test-rows 5000` evaluates on. Resumable: each
 (size, seed) is written to bench/results/tfidf.json as it finishes.
@@ -19,9 +20,9 @@ import statistics
 import time
 from pathlib import Path
 
-from edge_tl.baseline import TfidfConfig, tfidf_accuracy
-from edge_tl.data import stratified_nested_subsets
-from edge_tl.fsutil import atomic_write
+from edge_tl.store.datasets import stratified_nested_subsets
+from edge_tl.store.files import atomic_write
+from edge_tl.train.baseline import TfidfConfig, tfidf_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 IMDB = ROOT.parent / "shared" / "data" / "imdb"
@@ -46,11 +47,13 @@ def summarize(runs: dict) -> dict:
             continue
         mean = statistics.fmean(accs)
         out[str(size)] = {
-            "seeds": len(accs), "mean": mean,
+            "seeds": len(accs),
+            "mean": mean,
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "reference": REFERENCE[size], "minus_reference": mean - REFERENCE[size],
+            "reference": REFERENCE[size],
+            "minus_reference": mean - REFERENCE[size],
             "c": sorted({r["c"] for r in runs.values() if r["size"] == size}),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -65,8 +68,12 @@ def main() -> None:
     sizes = [int(s) for s in a.sizes.split(",")]
     cfg = TfidfConfig()
     doc = json.loads(a.out.read_text()) if a.out.exists() else {}
-    setup = {"test_rows": a.test_rows, "test_seed": 0, "config": {**cfg.__dict__,
-             "cs": list(cfg.cs)}, "subsets": "edge_tl.data.stratified_nested_subsets"}  # fmt: skip
+    setup = {
+        "test_rows": a.test_rows,
+        "test_seed": 0,
+        "config": {**cfg.__dict__, "cs": list(cfg.cs)},
+        "subsets": "edge_tl.store.datasets.stratified_nested_subsets",
+    }
     if doc.get("setup", setup) != setup:
         raise SystemExit(f"{a.out} was made with other settings; move it away first")
     runs = doc.get("runs", {})
@@ -84,24 +91,40 @@ def main() -> None:
                 continue
             rows = subsets[size]
             t0 = time.perf_counter()
-            r = tfidf_accuracy([tr_x[i] for i in rows], [tr_y[i] for i in rows], te_x, te_y, seed,
-                               cfg)  # fmt: skip
-            runs[key] = {"size": size, "seed": seed, "accuracy": r["accuracy"], "c": r["c"],
-                         "cv_accuracy": r["cv_accuracy"], "n_features": r["n_features"],
-                         "fit_seconds": r["fit_seconds"], "predict_seconds": r["predict_seconds"],
-                         "seconds": time.perf_counter() - t0}  # fmt: skip
-            print(f"size {size:>6} seed {seed}: accuracy {r['accuracy']:.4f} (C {r['c']:g}, "
-                  f"{runs[key]['seconds']:.0f} s)", flush=True)
-            doc = {"setup": setup, "runs": runs, "summary": summarize(runs),
-                   "versions": {"sklearn": sklearn.__version__,
-                                "python": platform.python_version()},
-                   "command": "nice -n 10 .venv/bin/python bench/tfidf_imdb.py"}  # fmt: skip
+            r = tfidf_accuracy(
+                [tr_x[i] for i in rows], [tr_y[i] for i in rows], te_x, te_y, seed, cfg
+            )
+            runs[key] = {
+                "size": size,
+                "seed": seed,
+                "accuracy": r["accuracy"],
+                "c": r["c"],
+                "cv_accuracy": r["cv_accuracy"],
+                "n_features": r["n_features"],
+                "fit_seconds": r["fit_seconds"],
+                "predict_seconds": r["predict_seconds"],
+                "seconds": time.perf_counter() - t0,
+            }
+            print(
+                f"size {size:>6} seed {seed}: accuracy {r['accuracy']:.4f} (C {r['c']:g}, "
+                f"{runs[key]['seconds']:.0f} s)",
+                flush=True,
+            )
+            doc = {
+                "setup": setup,
+                "runs": runs,
+                "summary": summarize(runs),
+                "versions": {"sklearn": sklearn.__version__, "python": platform.python_version()},
+                "command": "nice -n 10 .venv/bin/python bench/tfidf_imdb.py",
+            }
             atomic_write(a.out, (json.dumps(doc, indent=1) + "\n").encode(), 0o644)
     print("\n| size | accuracy (mean ± std, 3 seeds) | issue reference | difference |")
     print("| ---: | :---: | :---: | ---: |")
     for size, s in summarize(runs).items():
-        print(f"| {size} | {s['mean']:.3f} ± {s['std']:.3f} | {s['reference']:.3f} | "
-              f"{s['minus_reference']:+.3f} |")
+        print(
+            f"| {size} | {s['mean']:.3f} ± {s['std']:.3f} | {s['reference']:.3f} | "
+            f"{s['minus_reference']:+.3f} |"
+        )
 
 
 if __name__ == "__main__":

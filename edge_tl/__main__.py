@@ -1,3 +1,3 @@
-from .cli import main
+from edge_tl.cli import main
 
 main()

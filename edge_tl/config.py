@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from edge_tl.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -35,9 +35,13 @@ class ModelConfig:
 
     def lstm_layers(self) -> list[tuple[int, int]]:
         """(n_in, n_out) of every LSTM layer, bottom first (fastai: the last one outputs emb_sz)."""
-        return [(self.emb_sz if i == 0 else self.n_hid,
-                 self.emb_sz if i == self.n_layers - 1 else self.n_hid)
-                for i in range(self.n_layers)]  # fmt: skip
+        return [
+            (
+                self.emb_sz if i == 0 else self.n_hid,
+                self.emb_sz if i == self.n_layers - 1 else self.n_hid,
+            )
+            for i in range(self.n_layers)
+        ]
 
     def n_params(self, with_decoder: bool = True) -> int:
         """Number of trainable parameters of the LM (decoder weight tied to the embedding)."""

@@ -9,6 +9,7 @@ ONNX.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from edge_tl.errors import ConfigError
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default word pattern
 SPEC_VERSION = 1
@@ -43,69 +44,45 @@ class TfidfHead:
     def spec(self) -> dict[str, Any]:
         """The JSON part (model header `tfidf_head`, ONNX `edge_tl.tfidf` without `version`)."""
         cv = None if math.isnan(self.cv_accuracy) else self.cv_accuracy
-        return {"features": list(self.features), "lowercase": self.lowercase,
-                "token_pattern": self.token_pattern, "ngram_range": list(self.ngram_range),
-                "sublinear_tf": self.sublinear_tf, "norm": "l2", "weight": self.weight,
-                "c": self.c, "cv_accuracy": cv}  # fmt: skip
+        return {
+            "features": list(self.features),
+            "lowercase": self.lowercase,
+            "token_pattern": self.token_pattern,
+            "ngram_range": list(self.ngram_range),
+            "sublinear_tf": self.sublinear_tf,
+            "norm": "l2",
+            "weight": self.weight,
+            "c": self.c,
+            "cv_accuracy": cv,
+        }
 
     def with_weight(self, weight: float | None) -> TfidfHead:
         """The same head mixed at another weight (None: unchanged); a weight outside [0, 1] is
         refused."""
-        import dataclasses
 
         if weight is None:
             return self
         if not 0.0 <= weight <= 1.0:
-            raise ConfigError(f"TF-IDF head weight {weight} is outside [0, 1]",
-                              "pass a share between 0 (the network alone) and 1 (TF-IDF alone)")
+            raise ConfigError(
+                f"TF-IDF head weight {weight} is outside [0, 1]",
+                "pass a share between 0 (the network alone) and 1 (TF-IDF alone)",
+            )
         return dataclasses.replace(self, weight=float(weight))
 
     def restricted(self, words: set[str]) -> TfidfHead:
         """The head without every n-gram that has a word outside `words` (export --vocab base:
         no private-only word leaves in the file). Those n-grams then count for nothing."""
-        import dataclasses
 
         import numpy as np
 
         keep = [i for i, f in enumerate(self.features) if all(w in words for w in f.split(" "))]
         idx = np.asarray(keep, dtype=np.int64)
-        return dataclasses.replace(self, features=[self.features[i] for i in keep],
-                                   idf=self.idf[idx], coef=self.coef[:, idx])  # fmt: skip
-
-    def tensors(self) -> dict[str, Any]:
-        """The arrays as torch tensors, named as the model container stores them."""
-        import torch
-
-        return {"tfidf.idf": torch.from_numpy(self.idf), "tfidf.coef": torch.from_numpy(self.coef),
-                "tfidf.intercept": torch.from_numpy(self.intercept)}  # fmt: skip
-
-
-def fit_head(texts: Sequence[str], labels: Sequence[str], names: Sequence[str],
-             seed: int = 0, weight: float = 0.5) -> TfidfHead:  # fmt: skip
-    """Fit TF-IDF + LR (baseline.train_tfidf: C by CV) and lay it out in `names` order."""
-    import numpy as np
-
-    from .baseline import train_tfidf
-
-    m = train_tfidf(texts, labels, seed)
-    vocab = m.vectorizer.vocabulary_
-    features = [""] * len(vocab)
-    for gram, col in vocab.items():
-        features[col] = gram
-    w, b = m.linear_parts()
-    if len(m.labels) == 2:  # one row for the second label: -w for the first, w for the second
-        w, b = np.vstack([-w, w]), np.concatenate([-b, b])
-    rows = {name: i for i, name in enumerate(m.labels)}
-    coef = np.zeros((len(names), len(features)), dtype=np.float32)
-    intercept = np.full(len(names), MISSING_LABEL_INTERCEPT, dtype=np.float32)
-    for k, name in enumerate(names):
-        if name in rows:
-            coef[k], intercept[k] = w[rows[name]], b[rows[name]]
-    vec = m.vectorizer
-    return TfidfHead(features, np.asarray(vec.idf_, dtype=np.float32), coef, intercept,
-                     lowercase=bool(vec.lowercase), token_pattern=vec.token_pattern,
-                     ngram_range=tuple(vec.ngram_range), sublinear_tf=bool(vec.sublinear_tf),
-                     weight=weight, c=m.c, cv_accuracy=m.cv_accuracy)  # fmt: skip
+        return dataclasses.replace(
+            self,
+            features=[self.features[i] for i in keep],
+            idf=self.idf[idx],
+            coef=self.coef[:, idx],
+        )
 
 
 def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
@@ -120,13 +97,17 @@ def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
     if n_features is not None and len(feats) != n_features:
         return f"{len(feats)} features but {n_features} weights"
     rng = spec.get("ngram_range")
-    if not (isinstance(rng, list) and len(rng) == 2 and all(type(x) is int for x in rng)
-            and 1 <= rng[0] <= rng[1] <= 3):  # fmt: skip
+    if not (
+        isinstance(rng, list)
+        and len(rng) == 2
+        and all(type(x) is int for x in rng)
+        and 1 <= rng[0] <= rng[1] <= 3
+    ):
         return "ngram_range must be two integers 1 <= lo <= hi <= 3"
     if not all(isinstance(spec.get(k), bool) for k in ("lowercase", "sublinear_tf")):
         return "lowercase and sublinear_tf must be booleans"
     if spec.get("norm") != "l2":
-        return "norm must be \"l2\""
+        return 'norm must be "l2"'
     w = spec.get("weight")
     if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 1:
         return "weight must be a number in [0, 1]"
@@ -158,18 +139,32 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
     if idf.ndim != 1 or coef.shape != (n_class, n) or intercept.shape != (n_class,):
         raise ValueError("tfidf_head: tensor shapes do not fit its features and labels")
     cv = spec.get("cv_accuracy")
-    return TfidfHead(list(spec["features"]), idf, coef, intercept, spec["lowercase"],
-                     spec["token_pattern"], tuple(spec["ngram_range"]), spec["sublinear_tf"],
-                     float(spec["weight"]), float(spec.get("c") or 0.0),
-                     float("nan") if cv is None else float(cv))  # fmt: skip
+    return TfidfHead(
+        list(spec["features"]),
+        idf,
+        coef,
+        intercept,
+        spec["lowercase"],
+        spec["token_pattern"],
+        tuple(spec["ngram_range"]),
+        spec["sublinear_tf"],
+        float(spec["weight"]),
+        float(spec.get("c") or 0.0),
+        float("nan") if cv is None else float(cv),
+    )
 
 
 class NgramCounter:
     """scikit-learn's word analyzer, in pure Python: text -> {feature column: count}."""
 
-    def __init__(self, features: Sequence[str], *, lowercase: bool = True,
-                 token_pattern: str = TOKEN_PATTERN,
-                 ngram_range: Sequence[int] = (1, 2)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        features: Sequence[str],
+        *,
+        lowercase: bool = True,
+        token_pattern: str = TOKEN_PATTERN,
+        ngram_range: Sequence[int] = (1, 2),
+    ) -> None:
         self.index = {f: i for i, f in enumerate(features)}
         self.lowercase, self.pattern = lowercase, re.compile(token_pattern)
         self.lo, self.hi = int(ngram_range[0]), int(ngram_range[1])
@@ -188,15 +183,22 @@ class NgramCounter:
     @classmethod
     def of(cls, head: TfidfHead) -> NgramCounter:
         """The counter for a fitted head."""
-        return cls(head.features, lowercase=head.lowercase, token_pattern=head.token_pattern,
-                   ngram_range=head.ngram_range)  # fmt: skip
+        return cls(
+            head.features,
+            lowercase=head.lowercase,
+            token_pattern=head.token_pattern,
+            ngram_range=head.ngram_range,
+        )
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> NgramCounter:
         """The counter for a head's JSON part (an export's validated `edge_tl.tfidf`)."""
-        return cls(spec["features"], lowercase=spec["lowercase"],
-                   token_pattern=spec["token_pattern"],
-                   ngram_range=spec["ngram_range"])  # fmt: skip
+        return cls(
+            spec["features"],
+            lowercase=spec["lowercase"],
+            token_pattern=spec["token_pattern"],
+            ngram_range=spec["ngram_range"],
+        )
 
 
 def feed_arrays(rows: Sequence[Mapping[int, int]], pad: int) -> tuple[Any, Any]:
@@ -230,93 +232,19 @@ def head_proba(head: TfidfHead, texts: Sequence[str]) -> Any:
     return out
 
 
-def mixed_metrics(head: TfidfHead, neural: Any, texts: Sequence[str], y: Sequence[int],
-                  names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    """Metrics of the mix (what the exported model predicts) on labelled rows, with the
-    network's and the head's own accuracy beside them."""
-    import numpy as np
-
-    from .evaluate import metrics_from_predictions
-
-    neural = np.asarray(neural, dtype=np.float32).reshape(len(texts), len(names))
-    tf = head_proba(head, texts)
-    gold = np.asarray(y)
-    out = metrics_from_predictions(list(y), mix(neural, tf, head.weight).argmax(1).tolist(),
-                                   list(names))  # fmt: skip
-    out.update(neural_accuracy=float((neural.argmax(1) == gold).mean()),
-               tfidf_accuracy=float((tf.argmax(1) == gold).mean()), tfidf_c=head.c,
-               tfidf_features=len(head.features), tfidf_weight=head.weight,
-               weight_sweep={f"{w:g}": float((mix(neural, tf, w).argmax(1) == gold).mean())
-                             for w in SWEEP})  # fmt: skip
-    return out
-
-
 def mix(neural: Any, tfidf: Any, weight: float) -> Any:
     """What the model predicts: `weight` of the head's probabilities, the rest the network's."""
     return weight * tfidf + (1 - weight) * neural
 
 
-def add_to_graph(proto: Any, head: TfidfHead) -> Any:
-    """Append the head to an exported v1 graph in place: `probs` becomes `probs_neural`."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = proto.graph
-    for node in g.node:
-        node.output[:] = ["probs_neural" if o == "probs" else o for o in node.output]
-    (out,) = [o for o in g.output if o.name == "probs"]
-    out.name = "probs_neural"
-    n_class = head.coef.shape[0]
-    zero_row = np.zeros((1, n_class), dtype=np.float32)
-    consts = {
-        "tfidf_idf": np.concatenate([head.idf, [0]]).astype(np.float32),
-        "tfidf_coef": np.concatenate([head.coef.T, zero_row]).astype(np.float32),
-        "tfidf_intercept": head.intercept.astype(np.float32),
-        "tfidf_zero": np.array(0, dtype=np.float32), "tfidf_one": np.array(1, dtype=np.float32),
-        "tfidf_eps": np.array(1e-12, dtype=np.float32), "tfidf_axis1": np.array([1]),
-        "tfidf_axis2": np.array([2]), "tfidf_w": np.array(head.weight, dtype=np.float32),
-        "tfidf_1mw": np.array(1 - head.weight, dtype=np.float32),
-    }  # fmt: skip
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
-    g.input.extend([helper.make_tensor_value_info("tfidf_ids", TensorProto.INT64, ["batch", "m"]),
-                    helper.make_tensor_value_info("tfidf_counts", TensorProto.FLOAT,
-                                                  ["batch", "m"])])  # fmt: skip
-    n = helper.make_node
-    tf = "tfidf_counts"
-    nodes = []
-    if head.sublinear_tf:  # 1 + ln(count) where count > 0; Max keeps Log off zero padding
-        nodes += [n("Greater", ["tfidf_counts", "tfidf_zero"], ["tf_pos"]),
-                  n("Max", ["tfidf_counts", "tfidf_one"], ["tf_c1"]),
-                  n("Log", ["tf_c1"], ["tf_log"]), n("Add", ["tf_log", "tfidf_one"], ["tf_sub"]),
-                  n("Where", ["tf_pos", "tf_sub", "tfidf_zero"], ["tf_sublinear"])]  # fmt: skip
-        tf = "tf_sublinear"
-    nodes += [
-        n("Gather", ["tfidf_idf", "tfidf_ids"], ["tf_idf"]),  # (batch, m)
-        n("Mul", [tf, "tf_idf"], ["tf_x"]),
-        n("Mul", ["tf_x", "tf_x"], ["tf_sq"]),
-        n("ReduceSum", ["tf_sq", "tfidf_axis1"], ["tf_ss"], keepdims=1),  # (batch, 1)
-        n("Sqrt", ["tf_ss"], ["tf_norm0"]), n("Max", ["tf_norm0", "tfidf_eps"], ["tf_norm"]),
-        n("Div", ["tf_x", "tf_norm"], ["tf_xn"]),
-        n("Unsqueeze", ["tf_xn", "tfidf_axis2"], ["tf_xn3"]),  # (batch, m, 1)
-        n("Gather", ["tfidf_coef", "tfidf_ids"], ["tf_w"]),  # (batch, m, n_class)
-        n("Mul", ["tf_xn3", "tf_w"], ["tf_contrib"]),
-        n("ReduceSum", ["tf_contrib", "tfidf_axis1"], ["tf_z0"], keepdims=0),  # (batch, n_class)
-        n("Add", ["tf_z0", "tfidf_intercept"], ["tf_z"]),
-        n("Sigmoid", ["tf_z"], ["tf_s"]),
-        n("ReduceSum", ["tf_s", "tfidf_axis1"], ["tf_ssum"], keepdims=1),
-        n("Div", ["tf_s", "tf_ssum"], ["probs_tfidf"]),
-        n("Mul", ["probs_tfidf", "tfidf_w"], ["tf_mw"]),
-        n("Mul", ["probs_neural", "tfidf_1mw"], ["nn_mw"]),
-        n("Add", ["tf_mw", "nn_mw"], ["probs"]),
-    ]  # fmt: skip
-    g.node.extend(nodes)
-    for name in ("probs", "probs_tfidf"):
-        g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                      ["batch", n_class]))  # fmt: skip
-    return proto
-
-
 __all__ = [
-    "NgramCounter", "SPEC_VERSION", "TOKEN_PATTERN", "TfidfHead", "add_to_graph", "feed_arrays",
-    "fit_head", "head_from_parts", "head_proba", "mix", "mixed_metrics", "spec_problem",
+    "NgramCounter",
+    "SPEC_VERSION",
+    "TOKEN_PATTERN",
+    "TfidfHead",
+    "feed_arrays",
+    "head_from_parts",
+    "head_proba",
+    "mix",
+    "spec_problem",
 ]

@@ -16,9 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from edge_tl.data import import_source, list_datasets, open_dataset
 from edge_tl.errors import EdgeTLError
-from edge_tl.keys import PASSPHRASE_ENV, has_identity, init_identity, recipient
+from edge_tl.store.datasets import import_source, list_datasets, open_dataset
+from edge_tl.store.keys import PASSPHRASE_ENV, has_identity, init_identity, recipient
 
 DATA = Path(__file__).resolve().parent / "data"
 SAMPLES = {"imdb-sample": "imdb_train_sample.csv.gz", "imdb-sample-test": "imdb_test_sample.csv.gz"}

@@ -17,11 +17,17 @@ import sys
 from pathlib import Path
 
 from edge_tl.config import ModelConfig
-from edge_tl.data import list_datasets, open_dataset, save_dataset, stratified_nested_subsets
 from edge_tl.errors import EdgeTLError
-from edge_tl.evaluate import evaluate_model, format_report
-from edge_tl.models import list_models, remove_model
-from edge_tl.train import TrainConfig, train_from_vault
+from edge_tl.store.datasets import (
+    list_datasets,
+    open_dataset,
+    save_dataset,
+    stratified_nested_subsets,
+)
+from edge_tl.store.models import list_models, remove_model
+from edge_tl.train.config import TrainConfig
+from edge_tl.train.evaluate import evaluate_model, format_report
+from edge_tl.train.runner import train_from_vault
 
 # --tiny: no base (scratch = random init of this shape; vocab_size becomes the data's vocab size).
 TINY_ARCH = ModelConfig(vocab_size=8, emb_sz=16, n_hid=32, n_layers=2)

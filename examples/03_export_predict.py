@@ -3,7 +3,7 @@
 Decrypts the stored model (from examples/02_train_evaluate.py), writes one self-contained ONNX
 file (dynamic int8 by default; --fp32 for float), shows what is in it with plain onnxruntime
 (graph inputs/outputs, edge_tl.* metadata) and classifies a few reviews with
-edge_tl.predict.Classifier, which never imports torch, fastai or spaCy.
+edge_tl.deploy.predict.Classifier, which never imports torch, fastai or spaCy.
 
     .venv/bin/python examples/03_export_predict.py [--home DIR] [--model NAME] [--fp32]
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from edge_tl.deploy.export import export_onnx
+from edge_tl.deploy.predict import Classifier
 from edge_tl.errors import EdgeTLError
-from edge_tl.export import export_onnx
-from edge_tl.models import load_model
-from edge_tl.predict import Classifier
+from edge_tl.store.models import load_model
 
 REVIEWS = [
     "One of the best films I have seen this year: moving, funny and beautifully acted.",

@@ -1,6 +1,6 @@
 """Python API, step 4: a small transfer-vs-scratch-vs-TF-IDF learning curve.
 
-edge_tl.compare.run_compare trains, at each training size, on the same stratified rows: a ULMFiT
+edge_tl.compare.run.run_compare trains, at each training size, on the same stratified rows: a ULMFiT
 classifier from the shipped `default` base (transfer), the same architecture from random init
 (scratch) and TF-IDF + logistic regression; all are tested on the same held-out rows. Results
 (results.json, table.md, table.csv, curve.png) go to --home/compare[-tiny]/; a rerun skips the
@@ -19,11 +19,17 @@ import os
 import sys
 from pathlib import Path
 
-from edge_tl.compare import ComparePlan, run_compare
-from edge_tl.data import list_datasets, open_dataset, save_dataset, stratified_nested_subsets
+from edge_tl.compare.plan import ComparePlan
+from edge_tl.compare.report import markdown_table
+from edge_tl.compare.run import run_compare
 from edge_tl.errors import EdgeTLError
-from edge_tl.report import markdown_table
-from edge_tl.train import TrainConfig
+from edge_tl.store.datasets import (
+    list_datasets,
+    open_dataset,
+    save_dataset,
+    stratified_nested_subsets,
+)
+from edge_tl.train.config import TrainConfig
 
 # One LM epoch; classifier: the head, then all layers (1 epoch each); short batches.
 TINY = TrainConfig(

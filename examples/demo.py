@@ -51,8 +51,16 @@ def main() -> None:
     run("data", "import", str(DATA / "imdb_test_sample.csv.gz"), "--name", "imdb-sample-test")
     run("base", "list")
     run("train", "--data", "imdb-sample", "--base", "default", "--out", "sentiment", "--quiet")
-    run("evaluate", "sentiment", "--data", "imdb-sample-test", "--json",
-        "--plot", str(DEMO / "evaluation.png"), capture=DEMO / "evaluation.json")
+    run(
+        "evaluate",
+        "sentiment",
+        "--data",
+        "imdb-sample-test",
+        "--json",
+        "--plot",
+        str(DEMO / "evaluation.png"),
+        capture=DEMO / "evaluation.json",
+    )
     run("export", "sentiment", "--out", str(model), "--quantize", "int8")
     reviews = DEMO / "reviews.txt"
     reviews.write_text("\n".join(REVIEWS) + "\n", encoding="utf-8")

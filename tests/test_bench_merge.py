@@ -16,15 +16,23 @@ from edge_tl.errors import ConfigError  # noqa: E402
 
 
 def _rec(arm: str, size: int, seed: int, acc: float) -> dict[str, Any]:
-    return {"arm": arm, "protocol": "semi" if arm == "transfer" else "none", "size": size,
-            "seed": seed, "accuracy": acc}  # fmt: skip
+    return {
+        "arm": arm,
+        "protocol": "semi" if arm == "transfer" else "none",
+        "size": size,
+        "seed": seed,
+        "accuracy": acc,
+    }
 
 
 def _doc(runs: list[dict[str, Any]], setup: dict[str, Any] | None = None, **extra: Any):
-    return {"setup": setup or {"data": "d", "test_rows": 10}, "updated": "2026-11-27T00:00:00Z",
-            "plan": {"sizes": [1], "seeds": [0], "arms": ["tfidf"], "protocols": ["semi"]},
-            "runs": {f"{r['arm']}/{r['protocol']}/{r['size']}/{r['seed']}": r for r in runs},
-            **extra}  # fmt: skip
+    return {
+        "setup": setup or {"data": "d", "test_rows": 10},
+        "updated": "2026-11-27T00:00:00Z",
+        "plan": {"sizes": [1], "seeds": [0], "arms": ["tfidf"], "protocols": ["semi"]},
+        "runs": {f"{r['arm']}/{r['protocol']}/{r['size']}/{r['seed']}": r for r in runs},
+        **extra,
+    }
 
 
 def test_units_join_and_the_plan_covers_them() -> None:
@@ -35,7 +43,11 @@ def test_units_join_and_the_plan_covers_them() -> None:
     assert sorted(doc["runs"]) == ["tfidf/none/500/0", "transfer/semi/1000/2"]
     p = doc["plan"]
     assert (p["sizes"], p["seeds"], p["arms"], p["protocols"]) == (
-        [500, 1000], [0, 2], ["tfidf", "transfer"], ["semi"])
+        [500, 1000],
+        [0, 2],
+        ["tfidf", "transfer"],
+        ["semi"],
+    )
 
 
 def test_other_setups_are_refused() -> None:

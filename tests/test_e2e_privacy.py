@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from tinydata import FILLER, NEG, POS, TRANSFER_TOML, tiny_base
 
 from edge_tl.cli import cli
-from edge_tl.models import load_model
+from edge_tl.store.models import load_model
 
 AGE_MAGIC = b"age-encryption.org/v1"
 
@@ -88,13 +88,36 @@ def test_whole_pipeline_offline_leaves_no_plaintext(
         ok("base", "import", bundle, "--allow-unsigned")
         ok("data", "import", src / "train.csv", "--name", "reviews")
         ok("data", "import", src / "test.csv", "--name", "reviews-test")
-        ok("train", "--data", "reviews", "--base", "tiny", "--out", "m1",
-           "--config", src / "tiny.toml", "--quiet")  # fmt: skip
+        ok(
+            "train",
+            "--data",
+            "reviews",
+            "--base",
+            "tiny",
+            "--out",
+            "m1",
+            "--config",
+            src / "tiny.toml",
+            "--quiet",
+        )
         ev = json.loads(ok("evaluate", "m1", "--data", "reviews-test", "--json"))
         assert 0.0 <= ev["accuracy"] <= 1.0
-        ok("compare", "--data", "reviews", "--test", "reviews-test", "--base", "tiny",
-           "--config", src / "tiny.toml", "--sizes", "12,24", "--seeds", "1",
-           "--quiet")  # fmt: skip
+        ok(
+            "compare",
+            "--data",
+            "reviews",
+            "--test",
+            "reviews-test",
+            "--base",
+            "tiny",
+            "--config",
+            src / "tiny.toml",
+            "--sizes",
+            "12,24",
+            "--seeds",
+            "1",
+            "--quiet",
+        )
         onnx_path = exports / "m1.onnx"
         ok("export", "m1", "--out", onnx_path, "--vocab", "base", "--quantize", "int8")
         ok("export", "m1", "--out", exports / "m1-full.onnx.age", "--encrypt")

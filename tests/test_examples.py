@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge_tl.predict import Classifier
+from edge_tl.deploy.predict import Classifier
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = ("01_vault.py", "02_train_evaluate.py", "03_export_predict.py", "04_compare.py")
@@ -85,8 +85,12 @@ def test_export_is_int8_onnx_and_predictions_match(chain: tuple[Path, dict[str, 
     assert f"exported {path} ({path.stat().st_size:,} bytes, int8)" in out["03_export_predict.py"]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # the model carries its TF-IDF head (train's default): format version 2
-    assert [i.name for i in sess.get_inputs()] == ["input_ids", "lengths", "tfidf_ids",
-                                                   "tfidf_counts"]  # fmt: skip
+    assert [i.name for i in sess.get_inputs()] == [
+        "input_ids",
+        "lengths",
+        "tfidf_ids",
+        "tfidf_counts",
+    ]
     assert json.loads(sess.get_modelmeta().custom_metadata_map["edge_tl.labels"]) == ["neg", "pos"]
     assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(str(path)).graph.node}
     printed = re.findall(rf"^  (neg|pos)\s+{NUM}  ", out["03_export_predict.py"], re.M)

@@ -19,11 +19,12 @@ from test_export import tiny_model
 from tinydata import SCRATCH_TOML as TOML
 from tinydata import scratch_texts as _texts
 
-from edge_tl import data, keys
-from edge_tl.checkpoint import checkpoint_path, load_checkpoint
 from edge_tl.cli import cli
-from edge_tl.integrity import check_store
-from edge_tl.models import load_model, model_path, save_model
+from edge_tl.health.integrity import check_store
+from edge_tl.store import datasets as data
+from edge_tl.store import keys
+from edge_tl.store.checkpoints import checkpoint_path, load_checkpoint
+from edge_tl.store.models import load_model, model_path, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,13 @@ CHILD = "import sys; from edge_tl.cli import main; sys.argv[0] = 'edge-tl'; main
 
 def _child(args: list[str], home: Path, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "EDGE_TL_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, *args], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _no_parts(home: Path) -> list[Path]:

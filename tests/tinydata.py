@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from edge_tl.bundle import FASTAI_TOKENIZER, pack_bundle
+from edge_tl.awd_lstm import lm_state_keys
+from edge_tl.bases.bundle import FASTAI_TOKENIZER, pack_bundle
 from edge_tl.config import SPECIAL_TOKENS, ModelConfig
-from edge_tl.model import lm_state_keys
 
 # A scratch run of a few seconds with a checkpoint after every batch (kill/resume tests).
 SCRATCH_TOML = """
@@ -52,13 +52,20 @@ def scratch_texts(n: int) -> tuple[list[str], list[str]]:
     rng = random.Random(5)
     words = {"pos": "good great fine".split(), "neg": "bad awful poor".split()}
     labels = [("pos", "neg")[i % 2] for i in range(n)]
-    texts = [" ".join(rng.choice(words[lab] + ["the", "film", "a"]) for _ in range(20))
-             for lab in labels]  # fmt: skip
+    texts = [
+        " ".join(rng.choice(words[lab] + ["the", "film", "a"]) for _ in range(20)) for lab in labels
+    ]
     return texts, labels
 
 
-def keyword_texts(n: int, seed: int, noise: float = 0.0, pos: list[str] = POS,
-                  neg: list[str] = NEG, filler: list[str] = FILLER) -> tuple[list[str], list[str]]:
+def keyword_texts(
+    n: int,
+    seed: int,
+    noise: float = 0.0,
+    pos: list[str] = POS,
+    neg: list[str] = NEG,
+    filler: list[str] = FILLER,
+) -> tuple[list[str], list[str]]:
     """n filler texts with two pos or neg words, labels alternating; `noise`: share of rows whose
     words belong to the other label."""
     rng = random.Random(seed)
@@ -81,6 +88,13 @@ def tiny_base(path: Path, name: str = "tiny") -> Path:
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
     sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
-    return pack_bundle(path, name=name, model_cfg=cfg, vocab=vocab, state_dict=sd,
-                       tokenizer=FASTAI_TOKENIZER, dtype="fp32",
-                       corpus={"description": "random", "license": "CC0-1.0"})  # fmt: skip
+    return pack_bundle(
+        path,
+        name=name,
+        model_cfg=cfg,
+        vocab=vocab,
+        state_dict=sd,
+        tokenizer=FASTAI_TOKENIZER,
+        dtype="fp32",
+        corpus={"description": "random", "license": "CC0-1.0"},
+    )

@@ -1,4 +1,4 @@
-"""Probe behind the classifier-recipe choice for small N (issue 6): fine-tune the classifier
+"""Probe behind the classifier-recipe choice for small N: fine-tune the classifier
 on the semi curve's shared LM with several recipes and score each on a dev set of IMDb
 *train* reviews outside the curve's subsets (never the test set, so picking a recipe here does
 not tune on the numbers we report).
@@ -25,6 +25,8 @@ import random
 import time
 from pathlib import Path
 
+from edge_tl.train.config import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT.parent / "compare-home" / "compare-semi"
 
@@ -42,11 +44,15 @@ RECIPES: dict[str, dict] = {
     "scratch10_drop02": {"stages": [0, 0, 0, 10], "lr": 1e-2, "clas_drop_mult": 0.2},
     # the scratch10 schedule on the pretrained encoder: no gradual unfreezing, one flat lr
     "flat10": {"stages": [0, 0, 0, 10], "lr": 1e-2, "discriminative": "off"},
-    # session 6: is flat10 at the edge of its lr / epochs / dropout range?
+    # is flat10 at the edge of its lr / epochs / dropout range?
     "flat15": {"stages": [0, 0, 0, 15], "lr": 1e-2, "discriminative": "off"},
     "flat10_lr2": {"stages": [0, 0, 0, 10], "lr": 2e-2, "discriminative": "off"},
-    "flat10_drop1": {"stages": [0, 0, 0, 10], "lr": 1e-2, "discriminative": "off",
-                     "clas_drop_mult": 1.0},
+    "flat10_drop1": {
+        "stages": [0, 0, 0, 10],
+        "lr": 1e-2,
+        "discriminative": "off",
+        "clas_drop_mult": 1.0,
+    },
 }
 
 
@@ -63,15 +69,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "clas_recipe.jsonl")
     a = ap.parse_args()
 
-    from edge_tl import train as _train
-    from edge_tl.compare import SEMI_LM, VALID_ROWS, load_lm, runtime
-    from edge_tl.compare_lm import LM_MAGIC
-    from edge_tl.data import open_dataset, stratified_nested_subsets
-    from edge_tl.evaluate import metrics_from_predictions, predict_ids
-    from edge_tl.fastcpu import numericalize, tokenize
-    from edge_tl.keys import decrypt_on_device
-    from edge_tl.model import build_classifier
-    from edge_tl.models import unpack_container
+    from edge_tl.awd_lstm import build_classifier
+    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, load_lm
+    from edge_tl.compare.run import runtime
+    from edge_tl.compare.unit import VALID_ROWS
+    from edge_tl.store.datasets import open_dataset, stratified_nested_subsets
+    from edge_tl.store.keys import decrypt_on_device
+    from edge_tl.store.models import unpack_container
+    from edge_tl.train import recipe as _train
+    from edge_tl.train.engine import numericalize, tokenize
+    from edge_tl.train.evaluate import predict_ids
+    from edge_tl.train.metrics import metrics_from_predictions
 
     path = a.work / SEMI_LM
     header, _ = unpack_container(LM_MAGIC, decrypt_on_device(path.read_bytes(), "lm"), "lm")
@@ -84,7 +92,7 @@ def main() -> None:
     dev = random.Random(123).sample(rest, a.dev_rows)
     rows = sub[a.size]
     tr_texts, tr_labels = [texts[i] for i in rows], [labels[i] for i in rows]
-    base_cfg = _train.TrainConfig(max_vocab=15000, seed=a.seed, dtype=a.dtype, threads=2)
+    base_cfg = TrainConfig(max_vocab=15000, seed=a.seed, dtype=a.dtype, threads=2)
     if a.scratch:
         base_cfg = dataclasses.replace(base_cfg, scratch=True, arch=lm.model_cfg)
     run, dev_info = runtime(base_cfg, lm.model_cfg, None, False, lambda s: None)
@@ -95,25 +103,49 @@ def main() -> None:
     valid = (tr_texts[::step][:VALID_ROWS], tr_labels[::step][:VALID_ROWS])
     for name in a.recipes.split(","):
         over = RECIPES[name]
-        cfg = dataclasses.replace(base_cfg, **{k: tuple(v) if isinstance(v, list) else v
-                                               for k, v in over.items()})  # fmt: skip
+        cfg = dataclasses.replace(
+            base_cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
+        )
         t0 = time.perf_counter()
-        m = _train.train_classifier(tr_texts, tr_labels, None if a.scratch else lm, cfg,
-                                    valid=valid, label_names=names, run=run, docs=docs,
-                                    name="probe", scratch=a.scratch)  # fmt: skip
+        m = _train.train_classifier(
+            tr_texts,
+            tr_labels,
+            None if a.scratch else lm,
+            cfg,
+            valid=valid,
+            label_names=names,
+            run=run,
+            docs=docs,
+            name="probe",
+            scratch=a.scratch,
+        )
         secs = time.perf_counter() - t0
-        model = build_classifier(m.model_cfg, len(names), seq_len=cfg.bptt, max_len=cfg.max_len,
-                                 lin_ftrs=list(m.lin_ftrs))  # fmt: skip
+        model = build_classifier(
+            m.model_cfg,
+            len(names),
+            seq_len=cfg.bptt,
+            max_len=cfg.max_len,
+            lin_ftrs=list(m.lin_ftrs),
+        )
         model.load_state_dict(m.state_dict)
         dtype = m.metrics["dtype"]  # what it trained in
-        pred = predict_ids(model, numericalize(dev_docs, m.vocab), run.bs, cfg.bptt, dtype,
-                           run.device)  # fmt: skip
+        pred = predict_ids(
+            model, numericalize(dev_docs, m.vocab), run.bs, cfg.bptt, dtype, run.device
+        )
         acc = metrics_from_predictions(dev_y, pred, names)["accuracy"]
-        rec = {"size": a.size, "seed": a.seed, "recipe": name, "scratch": a.scratch,
-               "overrides": over,
-               "dev_accuracy": round(acc, 4), "dev_rows": a.dev_rows,
-               "valid_accuracy": round(m.metrics["accuracy"], 4),
-               "train_seconds": round(secs, 1), "bs": run.bs, "dtype": dtype}
+        rec = {
+            "size": a.size,
+            "seed": a.seed,
+            "recipe": name,
+            "scratch": a.scratch,
+            "overrides": over,
+            "dev_accuracy": round(acc, 4),
+            "dev_rows": a.dev_rows,
+            "valid_accuracy": round(m.metrics["accuracy"], 4),
+            "train_seconds": round(secs, 1),
+            "bs": run.bs,
+            "dtype": dtype,
+        }
         print(json.dumps(rec), flush=True)
         with a.out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import EdgeTLError
+from edge_tl.errors import EdgeTLError
 
 # command name -> "module:attribute" under edge_tl.cli
 COMMANDS: dict[str, str] = {

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 TRUST = click.option(
-    "--trust", type=click.Path(dir_okay=False, path_type=Path),
+    "--trust",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Public key (.pub from `base keygen`) the bundle must be signed by.",
 )
 ALLOW_UNSIGNED = click.option(
-    "--allow-unsigned", is_flag=True,
+    "--allow-unsigned",
+    is_flag=True,
     help="Accept a bundle on its hashes alone (no signature check).",
 )
 
@@ -23,18 +25,25 @@ def base() -> None:
 
 
 @base.command("pack")
-@click.option("--from-fastai", "src", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="fastai WT103 folder (lstm_fwd.pth or lstm_wt103.pth + itos_wt103.pkl).")
+@click.option(
+    "--from-fastai",
+    "src",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="fastai WT103 folder (lstm_fwd.pth or lstm_wt103.pth + itos_wt103.pkl).",
+)
 @click.option("--name", required=True, help="Base name stored in the bundle.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle file to write.")
-@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ed25519 private key from `base keygen`.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key from `base keygen`.",
+)
 @click.option("--dtype", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
 def pack_cmd(src: Path, name: str, out: Path, sign_key: Path | None, dtype: str) -> None:
     """Convert a fastai WT103 download into a bundle (trusted packing machine only)."""
-    from ..bundle import read_manifest
-    from ..wt103 import pack_from_fastai
+    from edge_tl.bases.bundle import read_manifest
+    from edge_tl.bases.wt103 import pack_from_fastai
 
     path = pack_from_fastai(src, name=name, out=out, sign_key=sign_key, dtype=dtype)
     m = read_manifest(path)
@@ -49,7 +58,7 @@ def pack_cmd(src: Path, name: str, out: Path, sign_key: Path | None, dtype: str)
 @click.option("--name", help="Store it under this name instead of the bundle's own.")
 def import_cmd(file: Path, trust: Path | None, allow_unsigned: bool, name: str | None) -> None:
     """Verify a bundle and add it to the store."""
-    from ..bases import base_info, import_base
+    from edge_tl.bases.store import base_info, import_base
 
     stored = import_base(file, trust=trust, allow_unsigned=allow_unsigned, name=name)
     info = base_info(stored)
@@ -66,7 +75,7 @@ def import_cmd(file: Path, trust: Path | None, allow_unsigned: bool, name: str |
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(as_json: bool) -> None:
     """List the builtin and imported bases."""
-    from ..bases import list_bases
+    from edge_tl.bases.store import list_bases
 
     infos = list_bases()
     if as_json:
@@ -92,7 +101,7 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_cmd(name: str, as_json: bool) -> None:
     """Describe one installed base."""
-    from ..bases import base_info
+    from edge_tl.bases.store import base_info
 
     i = base_info(name)
     if as_json:
@@ -100,13 +109,23 @@ def info_cmd(name: str, as_json: bool) -> None:
         return
     d = i.to_dict()
     rows = [
-        ("name", i.name), ("kind", "builtin" if i.builtin else "imported"), ("path", d["path"]),
-        ("size", f"{i.size:,} bytes"), ("sha256", i.sha256), ("created", i.created),
-        ("tool", i.tool), ("dtype", i.dtype), ("model_config", json.dumps(d["model_config"])),
+        ("name", i.name),
+        ("kind", "builtin" if i.builtin else "imported"),
+        ("path", d["path"]),
+        ("size", f"{i.size:,} bytes"),
+        ("sha256", i.sha256),
+        ("created", i.created),
+        ("tool", i.tool),
+        ("dtype", i.dtype),
+        ("model_config", json.dumps(d["model_config"])),
         ("parameters", f"{d['n_params']:,}" if d["n_params"] else None),
-        ("description", i.description), ("corpus", i.corpus.get("description")),
-        ("license", i.corpus.get("license")), ("signature", _signature_text(i)),
-        ("imported", i.imported), ("source", i.source), ("problem", i.problem),
+        ("description", i.description),
+        ("corpus", i.corpus.get("description")),
+        ("license", i.corpus.get("license")),
+        ("signature", _signature_text(i)),
+        ("imported", i.imported),
+        ("source", i.source),
+        ("problem", i.problem),
     ]
     for k, v in rows:
         if v not in (None, ""):
@@ -119,12 +138,15 @@ def info_cmd(name: str, as_json: bool) -> None:
 @ALLOW_UNSIGNED
 def verify_cmd(file: Path, trust: Path | None, allow_unsigned: bool) -> None:
     """Check a bundle exactly as `import` would, without importing it."""
-    from ..bundle import verify_bundle
+    from edge_tl.bases.bundle import verify_bundle
 
     info = verify_bundle(file, trust=trust, allow_unsigned=allow_unsigned)
     c = info.model_cfg
-    how = (f"signature by {info.signer} verified" if info.signature_verified
-           else "hashes verified, signature not checked")
+    how = (
+        f"signature by {info.signer} verified"
+        if info.signature_verified
+        else "hashes verified, signature not checked"
+    )
     click.echo(
         f"OK {file.name}: base {info.manifest['name']}, {c.vocab_size} tokens, emb {c.emb_sz}, "
         f"hidden {c.n_hid}, {c.n_layers} layers, {info.manifest['weights']['dtype']}; {how}"
@@ -135,20 +157,23 @@ def verify_cmd(file: Path, trust: Path | None, allow_unsigned: bool) -> None:
 @click.argument("name")
 def rm_cmd(name: str) -> None:
     """Remove an imported base."""
-    from ..bases import remove_base
+    from edge_tl.bases.store import remove_base
 
     remove_base(name)
     click.echo(f"Removed base {name}")
 
 
 @base.command("keygen")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Private key file [default: EDGE_TL_HOME/keys/base-signing.key].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file [default: EDGE_TL_HOME/keys/base-signing.key].",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing key.")
 def keygen_cmd(out: Path | None, force: bool) -> None:
     """Make an Ed25519 key pair for signing bundles (keep the .key on the packing machine)."""
-    from ..home import subdir
-    from ..signing import generate_keypair
+    from edge_tl.bases.signing import generate_keypair
+    from edge_tl.store.home import subdir
 
     out = out or subdir("keys") / "base-signing.key"
     private, public, fp = generate_keypair(out, force=force)
@@ -157,20 +182,28 @@ def keygen_cmd(out: Path | None, force: bool) -> None:
 
 @base.command("fetch")
 @click.argument("source", type=click.Choice(["wt103"]))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("wt103.etlb"),
-              show_default=True, help="Bundle file to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("wt103.etlb"),
+    show_default=True,
+    help="Bundle file to write.",
+)
 @click.option("--name", default="wt103", show_default=True, help="Base name in the bundle.")
-@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ed25519 private key from `base keygen`.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key from `base keygen`.",
+)
 def fetch_cmd(source: str, out: Path, name: str, sign_key: Path | None) -> None:
     """Download fastai's WT103 (connected machines only) and pack it; fails fast offline."""
-    from ..wt103 import fetch_wt103
+    from edge_tl.bases.wt103 import fetch_wt103
 
     path = fetch_wt103(out, name=name, sign_key=sign_key)
     click.echo(f"Packed base {name} -> {path}; copy it to the device and `edge-tl base import` it")
 
 
-# ---- `edge-tl base pretrain` (issue 4, the lead's edge_tl/pretrain.py) is registered here. ----
+# ---- `edge-tl base pretrain` (edge_tl/bases/pretrain.py) ----
 
 
 @base.command("pretrain")
@@ -241,10 +274,10 @@ def pretrain_cmd(
     import sys
     from dataclasses import replace
 
-    from ..bases import import_base
-    from ..home import subdir
-    from ..pretrain import PretrainConfig, pick_device, pretrain
-    from ..pretrain_pack import model_card, pack_result
+    from edge_tl.bases.pack import model_card, pack_result
+    from edge_tl.bases.pretrain import PretrainConfig, pick_device, pretrain
+    from edge_tl.bases.store import import_base
+    from edge_tl.store.home import subdir
 
     cfg = PretrainConfig(size=size)
     if max_tokens is not None:
@@ -253,8 +286,9 @@ def pretrain_cmd(
         cfg = replace(cfg, time_budget_minutes=minutes)
     workdir = workdir or subdir("runs") / f"pretrain-{name}"
     dev = pick_device(device)
-    result = pretrain(list(corpus), workdir, cfg, valid=list(valid) or None, log=click.echo,
-                      device=dev)  # fmt: skip
+    result = pretrain(
+        list(corpus), workdir, cfg, valid=list(valid) or None, log=click.echo, device=dev
+    )
     if result is None:
         return
     desc = {
@@ -262,8 +296,9 @@ def pretrain_cmd(
         "description": "user corpus",
         "license": "see the corpus",
     }
-    card = model_card(name, result, desc, "edge-tl " + " ".join(sys.argv[1:]),
-                      f"this machine ({dev})")  # fmt: skip
+    card = model_card(
+        name, result, desc, "edge-tl " + " ".join(sys.argv[1:]), f"this machine ({dev})"
+    )
     path = pack_result(
         result,
         bundle or workdir / f"{name}.etlb",

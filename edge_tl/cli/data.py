@@ -8,24 +8,15 @@ from pathlib import Path
 
 import click
 
-from ..errors import DataError
-from .keys import PASSPHRASE_FILE
+from edge_tl.errors import DataError
 
-
-def _set_passphrase_file(passphrase_file: Path | None) -> None:
-    if passphrase_file is not None:
-        from .. import keys as keys_lib
-
-        keys_lib.set_passphrase_file(passphrase_file)
-        # Only for this command (matters when the CLI is invoked in-process, as in tests).
-        click.get_current_context().call_on_close(lambda: keys_lib.set_passphrase_file(None))
+from .options import PASSPHRASE_FILE
 
 
 @click.group()
 @PASSPHRASE_FILE
-def data(passphrase_file: Path | None) -> None:
+def data() -> None:
     """Encrypted datasets: import, list, info, head, split, rm."""
-    _set_passphrase_file(passphrase_file)
 
 
 @data.command("import")
@@ -52,7 +43,7 @@ def import_(
     skip_empty: bool,
 ) -> None:
     """Import SOURCE (CSV, TSV, JSONL, a folder of .txt per label; .gz/.xz/.age too)."""
-    from ..data import import_source
+    from edge_tl.store.datasets import import_source
 
     rep = import_source(
         source,
@@ -87,7 +78,7 @@ def _print_counts(counts: dict[str, int], unlabelled: int) -> None:
 @data.command("list")
 def list_() -> None:
     """List the datasets in the vault."""
-    from ..data import list_datasets
+    from edge_tl.store.datasets import list_datasets
 
     infos = list_datasets()
     if not infos:
@@ -106,7 +97,7 @@ def list_() -> None:
 @click.argument("name")
 def info(name: str) -> None:
     """Show rows per label, size and fingerprint of a dataset."""
-    from ..data import dataset_info
+    from edge_tl.store.datasets import dataset_info
 
     i = dataset_info(name)
     click.echo(f"name:        {i.name}")
@@ -134,7 +125,7 @@ def info(name: str) -> None:
 )
 def head(name: str, n: int, width: int) -> None:
     """Print the first N rows of a dataset (decrypted in memory)."""
-    from ..data import open_dataset
+    from edge_tl.store.datasets import open_dataset
 
     ds = open_dataset(name)
     for text, label in list(zip(ds.texts, ds.labels, strict=True))[:n]:
@@ -148,7 +139,7 @@ def head(name: str, n: int, width: int) -> None:
 @click.argument("name")
 def rm(name: str) -> None:
     """Remove a dataset and its vault file."""
-    from ..data import remove_dataset
+    from edge_tl.store.datasets import remove_dataset
 
     info = remove_dataset(name)
     click.echo(f"Removed dataset {name!r} ({info.rows:,} rows)")
@@ -157,7 +148,7 @@ def rm(name: str) -> None:
 @data.command("reindex")
 def reindex() -> None:
     """Rebuild the encrypted index from the vault files (after losing it or restoring files)."""
-    from ..data import rebuild_index
+    from edge_tl.store.datasets import rebuild_index
 
     click.echo(f"The index lists {rebuild_index():,} datasets")
 
@@ -169,7 +160,7 @@ def reindex() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the row indexes as JSON.")
 def split(name: str, sizes: str, seed: int, as_json: bool) -> None:
     """Stratified nested subsets of the labelled rows (each inside the next larger)."""
-    from ..data import open_dataset, stratified_nested_subsets
+    from edge_tl.store.datasets import open_dataset, stratified_nested_subsets
 
     try:
         wanted = [int(s) for s in sizes.split(",") if s.strip()]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..config import ModelConfig, from_dict, to_dict
-from ..errors import ConfigError, StoreError
-from .keys import PASSPHRASE_FILE
+from edge_tl.config import ModelConfig, from_dict, to_dict
+from edge_tl.errors import ConfigError, StoreError
+
+from .options import PASSPHRASE_FILE
 
 GiB = 2**30
 PLAN_MODES = ("lm_train", "clas_train")
@@ -56,7 +57,6 @@ def doctor(
     base_config: str | None,
     as_json: bool,
     check_store: bool,
-    passphrase_file: Path | None,
 ) -> None:
     """Show the hardware, device profile and training plan; or verify the store (--check-store)."""
     if check_store:
@@ -64,11 +64,12 @@ def doctor(
             raise ConfigError(
                 "--check-store runs on its own", "drop --profile, --base-config and --json"
             )
-        _check_store(passphrase_file)
+        _check_store()
         return
-    from ..device import choose_runtime, detect
-    from ..planner import plan
-    from ..profiles import auto_select, load_profile
+    from edge_tl.hardware.device import detect
+    from edge_tl.hardware.planner import plan
+    from edge_tl.hardware.profiles import auto_select, load_profile
+    from edge_tl.hardware.runtime import choose_runtime
 
     cfg, base_name = _load_base_config(base_config)
     profile = load_profile(profile_arg) if profile_arg else None
@@ -135,14 +136,10 @@ def doctor(
     click.echo("\n".join(lines))
 
 
-def _check_store(passphrase_file: Path | None) -> None:
+def _check_store() -> None:
     """Run the store check, print one line per kind, then each problem with its fix."""
-    from .. import keys as keys_lib
-    from ..integrity import KINDS, check_store
+    from edge_tl.health.integrity import KINDS, check_store
 
-    if passphrase_file is not None:
-        keys_lib.set_passphrase_file(passphrase_file)
-        click.get_current_context().call_on_close(lambda: keys_lib.set_passphrase_file(None))
     report = check_store()
     lines = [f"Store       {report.home}"]
     for kind in KINDS:

@@ -10,32 +10,71 @@ import click
 @click.command("export")
 @click.argument("model")
 @click.option(
-    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the .onnx file.",
 )
-@click.option("--quantize", type=click.Choice(["int8"]), default=None,
-              help="Dynamic int8 quantization (about 4x smaller, faster on CPU).")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Dynamic int8 quantization (about 4x smaller, faster on CPU).",
+)
 @click.option("--encrypt", is_flag=True, help="Age-encrypt the file for this device.")
-@click.option("--vocab", "vocab_mode", type=click.Choice(["full", "base"]), default="full",
-              show_default=True,
-              help="base: drop every token not in the base's vocabulary (no private-only words).")
-@click.option("--external-data", is_flag=True,
-              help="Weights in OUT.data beside the graph: faster start (memory-mapped), two files.")
-@click.option("--no-tfidf-head", "no_head", is_flag=True,
-              help="Leave out the model's TF-IDF head: the network alone (format version 1).")
-@click.option("--tfidf-weight", type=float, default=None, metavar="W",
-              help="Mix the head at W: 0 = network alone, 1 = TF-IDF alone [the model's own; "
-                   "`evaluate` shows accuracy across weights].")
-def export(model: str, out: Path, quantize: str | None, encrypt: bool, vocab_mode: str,
-           external_data: bool, no_head: bool, tfidf_weight: float | None) -> None:  # fmt: skip
+@click.option(
+    "--vocab",
+    "vocab_mode",
+    type=click.Choice(["full", "base"]),
+    default="full",
+    show_default=True,
+    help="base: drop every token not in the base's vocabulary (no private-only words).",
+)
+@click.option(
+    "--external-data",
+    is_flag=True,
+    help="Weights in OUT.data beside the graph: faster start (memory-mapped), two files.",
+)
+@click.option(
+    "--no-tfidf-head",
+    "no_head",
+    is_flag=True,
+    help="Leave out the model's TF-IDF head: the network alone (format version 1).",
+)
+@click.option(
+    "--tfidf-weight",
+    type=float,
+    default=None,
+    metavar="W",
+    help="Mix the head at W: 0 = network alone, 1 = TF-IDF alone [the model's own; "
+    "`evaluate` shows accuracy across weights].",
+)
+def export(
+    model: str,
+    out: Path,
+    quantize: str | None,
+    encrypt: bool,
+    vocab_mode: str,
+    external_data: bool,
+    no_head: bool,
+    tfidf_weight: float | None,
+) -> None:
     """Export trained model MODEL (a store name) to ONNX for `edge-tl predict`."""
-    from ..export import export_onnx
-    from ..models import load_model
+    from edge_tl.deploy.export import export_onnx
+    from edge_tl.store.models import load_model
 
     trained = load_model(model)
-    path = export_onnx(trained, out, quantize=quantize, encrypt=encrypt, vocab=vocab_mode,
-                       external_data=external_data, tfidf_head=not no_head,
-                       tfidf_weight=tfidf_weight)  # fmt: skip
+    path = export_onnx(
+        trained,
+        out,
+        quantize=quantize,
+        encrypt=encrypt,
+        vocab=vocab_mode,
+        external_data=external_data,
+        tfidf_head=not no_head,
+        tfidf_weight=tfidf_weight,
+    )
     size = path.stat().st_size / 2**20
     notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
     if trained.tfidf_head is not None and not no_head:

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from .keys import PASSPHRASE_FILE
+from .options import PASSPHRASE_FILE
 
 
 @click.group()
 @PASSPHRASE_FILE
-def models(passphrase_file: Path | None) -> None:
+def models() -> None:
     """Trained models: list, info, rm."""
-    if passphrase_file is not None:
-        from .. import keys as keys_lib
-
-        keys_lib.set_passphrase_file(passphrase_file)
 
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
     """List the stored models."""
-    from ..models import list_models
+    from edge_tl.store.models import list_models
 
     names = list_models()
     if as_json:
@@ -40,7 +35,7 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(name: str, as_json: bool) -> None:
     """Show a model's labels, base, dataset fingerprint, config and metrics."""
-    from ..models import model_info
+    from edge_tl.store.models import model_info
 
     d = model_info(name)
     if as_json:
@@ -48,24 +43,28 @@ def info(name: str, as_json: bool) -> None:
         return
     m = d["metrics"]
     cfg = d["model_cfg"]
-    click.echo(f"name:        {d['name']}\nlabels:      {', '.join(d['labels'])}\n"
-               f"base:        {d['base'] or '(scratch)'}\n"
-               f"data:        {d['dataset_fingerprint']}\ncreated:     {d['created']}\n"
-               f"shape:       vocab {cfg['vocab_size']}, emb {cfg['emb_sz']}, hidden "
-               f"{cfg['n_hid']}, {cfg['n_layers']} layers ({d['parameters']:,} parameters)\n"
-               f"accuracy:    {m.get('accuracy', float('nan')):.4f} on {m.get('n', 0)} "
-               f"validation rows\nfile:        {d['file_bytes']:,} bytes (encrypted)")  # fmt: skip
+    click.echo(
+        f"name:        {d['name']}\nlabels:      {', '.join(d['labels'])}\n"
+        f"base:        {d['base'] or '(scratch)'}\n"
+        f"data:        {d['dataset_fingerprint']}\ncreated:     {d['created']}\n"
+        f"shape:       vocab {cfg['vocab_size']}, emb {cfg['emb_sz']}, hidden "
+        f"{cfg['n_hid']}, {cfg['n_layers']} layers ({d['parameters']:,} parameters)\n"
+        f"accuracy:    {m.get('accuracy', float('nan')):.4f} on {m.get('n', 0)} "
+        f"validation rows\nfile:        {d['file_bytes']:,} bytes (encrypted)"
+    )
     if "tfidf_weight" in m:  # a model with a TF-IDF head: the accuracy above is the mix's
-        click.echo(f"tfidf head:  {m['tfidf_features']:,} n-grams, mixed at weight "
-                   f"{m['tfidf_weight']:g} (network alone {m['neural_accuracy']:.4f}, head alone "
-                   f"{m['tfidf_accuracy']:.4f})")  # fmt: skip
+        click.echo(
+            f"tfidf head:  {m['tfidf_features']:,} n-grams, mixed at weight "
+            f"{m['tfidf_weight']:g} (network alone {m['neural_accuracy']:.4f}, head alone "
+            f"{m['tfidf_accuracy']:.4f})"
+        )
 
 
 @models.command("rm")
 @click.argument("name")
 def rm(name: str) -> None:
     """Delete a stored model."""
-    from ..models import remove_model
+    from edge_tl.store.models import remove_model
 
     remove_model(name)
     click.echo(f"removed model {name!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DataError
+from edge_tl.errors import DataError
 
 
 def _read_lines(data: bytes, where: str) -> list[str]:
@@ -26,15 +26,20 @@ def _read_lines(data: bytes, where: str) -> list[str]:
 
 
 @click.command("predict")
-@click.argument("model_path", metavar="MODEL.onnx",
-                type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("text", required=False)
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Classify every non-empty line of this UTF-8 file.")
+@click.option(
+    "--file",
+    "-f",
+    "file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Classify every non-empty line of this UTF-8 file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: labels and probabilities.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads.")
-def predict(model_path: Path, text: str | None, file: Path | None, as_json: bool,
-            threads: int | None) -> None:
+def predict(
+    model_path: Path, text: str | None, file: Path | None, as_json: bool, threads: int | None
+) -> None:
     """Classify TEXT, the lines of --file, or the lines of stdin (TEXT "-")."""
     if (text is None) == (file is None):
         raise click.UsageError('give exactly one of TEXT, "-" (stdin) or --file')
@@ -49,7 +54,7 @@ def predict(model_path: Path, text: str | None, file: Path | None, as_json: bool
     else:
         texts = [text]
 
-    from ..predict import Classifier
+    from edge_tl.deploy.predict import Classifier
 
     clf = Classifier(model_path, threads=threads)
     preds = clf.predict(texts)

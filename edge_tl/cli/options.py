@@ -1,0 +1,28 @@
+"""Options several commands share, each set up in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _use_passphrase_file(ctx: click.Context, _param: click.Parameter, path: Path | None) -> None:
+    """Unlock the identity from `path` for this command only (the CLI may run in-process)."""
+    if path is None:
+        return
+    from edge_tl.store import keys as keys_lib  # lazy: the CLI imports a command's needs only
+
+    keys_lib.set_passphrase_file(path)
+    ctx.call_on_close(lambda: keys_lib.set_passphrase_file(None))
+
+
+PASSPHRASE_FILE = click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=_use_passphrase_file,
+    help="Read the identity passphrase from the first line of this file.",
+)

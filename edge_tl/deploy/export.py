@@ -1,0 +1,382 @@
+"""Export a trained classifier as ONNX (format: docs/onnx-format.md): one self-contained file,
+or, with `external_data`, the graph plus a `.data` weights file onnxruntime maps into memory."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import struct
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from onnx import TensorProto
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from torch import nn
+
+from edge_tl.awd_lstm import build_classifier
+from edge_tl.bases.store import load_base
+from edge_tl.config import to_dict
+from edge_tl.deploy.predict import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
+from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, tokenizer_spec
+from edge_tl.errors import ExportError
+from edge_tl.store.files import atomic_write, remove_stale_parts
+from edge_tl.store.models import TrainedModel
+
+FORMAT_NAME = "edge_tl-onnx-classifier"
+FORMAT_VERSION = 1  # the network alone
+FORMAT_VERSION_TFIDF = 2  # with the TF-IDF head (docs/onnx-format.md, version 2)
+OPSET = 17
+DEFAULT_BPTT = 72
+DEFAULT_MAX_LEN = 72 * 20
+EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the graph file
+
+
+def edge_tl_version() -> str:
+    """The installed edge_tl version (recorded in every export)."""
+
+    try:
+        return version("edge_tl")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _seq_settings(model: TrainedModel) -> tuple[int, int]:
+    tc = model.train_config or {}
+    bptt = int(tc.get("bptt", tc.get("seq_len", DEFAULT_BPTT)))
+    max_len = int(tc.get("max_len", DEFAULT_MAX_LEN))
+    return bptt, max_len
+
+
+def fastai_classifier(model: TrainedModel):
+    """The fastai classifier of `model`, weights loaded, in eval mode."""
+
+    bptt, max_len = _seq_settings(model)
+    clf = build_classifier(
+        model.model_cfg,
+        len(model.labels),
+        seq_len=bptt,
+        max_len=max_len,
+        lin_ftrs=list(model.lin_ftrs),
+    )
+    state = {k: torch.as_tensor(v) for k, v in model.state_dict.items()}
+    try:
+        clf.load_state_dict(state)
+    except RuntimeError as e:
+        raise ExportError(
+            f"model {model.name!r}: weights do not fit its config ({str(e).splitlines()[0]})",
+            "the stored model is inconsistent; retrain or re-import it",
+        ) from e
+    return clf.eval()
+
+
+def stateless_wrapper(model: TrainedModel, keep_ids: list[int] | None = None):
+    """A torch module (input_ids, lengths) -> probs equal to fastai's one-text-at-a-time output."""
+
+    clf = fastai_classifier(model)
+    bptt, max_len = _seq_settings(model)
+    awd = clf[0].module
+    emb_w = awd.encoder.weight.detach()  # (vocab, emb)
+    if keep_ids is not None:
+        emb_w = emb_w[torch.as_tensor(keep_ids)]
+
+    class Stateless(nn.Module):
+        """Embedding -> plain LSTMs (zero state per call) -> masked concat pool -> head."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding.from_pretrained(emb_w.clone(), freeze=True)
+            self.rnns = nn.ModuleList()
+            for wd in awd.rnns:
+                inner = wd.module
+                lstm = nn.LSTM(inner.input_size, inner.hidden_size, 1, batch_first=True)
+                # Eval-mode WeightDropout uses the raw recurrent weight unchanged.
+                lstm.load_state_dict(
+                    {
+                        "weight_ih_l0": inner.weight_ih_l0.detach(),
+                        "weight_hh_l0": wd.weight_hh_l0_raw.detach(),
+                        "bias_ih_l0": inner.bias_ih_l0.detach(),
+                        "bias_hh_l0": inner.bias_hh_l0.detach(),
+                    }
+                )
+                self.rnns.append(lstm)
+            self.head = copy.deepcopy(clf[1].layers).eval()
+            self.bptt, self.max_len = bptt, max_len
+
+        def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            x = self.emb(input_ids)  # (batch, seq, emb)
+            for rnn in self.rnns:
+                # No state passed: every call starts from zeros, so rows never leak into each other.
+                x, _ = rnn(x)  # (batch, seq, hid)
+            seq = x.shape[1]
+            pos = torch.arange(seq, device=x.device).unsqueeze(0)  # (1, seq)
+            lens = lengths.unsqueeze(1)  # (batch, 1)
+            # fastai pools only the last max_len outputs, in whole bptt chunks.
+            over = torch.clamp(lens - self.max_len, min=0)
+            start = torch.div(over + self.bptt - 1, self.bptt, rounding_mode="floor") * self.bptt
+            keep = (pos >= start) & (pos < lens)  # (batch, seq)
+            keep3 = keep.unsqueeze(2)  # (batch, seq, 1)
+            idx = (lens - 1).unsqueeze(2).expand(-1, 1, x.shape[2])  # (batch, 1, hid)
+            last = x.gather(1, idx).squeeze(1)  # (batch, hid)
+            mx = x.masked_fill(~keep3, float("-inf")).max(dim=1).values  # (batch, hid)
+            n = (lens - start).to(x.dtype)  # (batch, 1)
+            avg = x.masked_fill(~keep3, 0.0).sum(dim=1) / n  # (batch, hid)
+            logits = self.head(torch.cat([last, mx, avg], dim=1))  # (batch, n_class)
+            return torch.softmax(logits, dim=1)
+
+    return Stateless().eval()
+
+
+def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str]]:
+    """Ids of `model.vocab` to keep for --vocab base, and the new vocab."""
+    if not model.base:
+        raise ExportError(
+            f"model {model.name!r} was not fine-tuned from a base, so --vocab base has no "
+            "vocabulary to keep",
+            "export with --vocab full",
+        )
+
+    base_vocab = set(load_base(model.base).vocab)
+    keep = [i for i, t in enumerate(model.vocab) if i < len(SPECIAL_TOKENS) or t in base_vocab]
+    return keep, [model.vocab[i] for i in keep]
+
+
+def build_metadata(
+    model: TrainedModel, vocab: list[str], extra: dict[str, Any], head: Any = None
+) -> dict[str, str]:
+    """The metadata_props of an export (docs/onnx-format.md), values as JSON text."""
+    bptt, max_len = _seq_settings(model)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    provenance = {
+        "name": model.name,
+        "edge_tl_version": edge_tl_version(),
+        "created": model.created,
+        "exported": now,
+        "base": model.base,
+        "base_sha256": model.base_sha256,
+        "dataset_fingerprint": model.dataset_fingerprint,
+        "metrics": model.metrics,
+        "model_cfg": to_dict(model.model_cfg),
+        "lin_ftrs": list(model.lin_ftrs),
+        "bptt": bptt,
+        "max_len": max_len,
+        **extra,
+    }
+    meta = {
+        "edge_tl.format": FORMAT_NAME,
+        "edge_tl.format_version": FORMAT_VERSION if head is None else FORMAT_VERSION_TFIDF,
+        "edge_tl.labels": list(model.labels),
+        "edge_tl.vocab": vocab,
+        "edge_tl.tokenizer": tokenizer_spec(),
+        "edge_tl.provenance": provenance,
+    }
+    if head is not None:
+        from edge_tl.tfidf_head import SPEC_VERSION
+
+        meta["edge_tl.tfidf"] = {"version": SPEC_VERSION, **head.spec()}
+    try:
+        return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
+    except TypeError as e:
+        raise ExportError(f"model {model.name!r}: metadata is not JSON-serialisable ({e})") from e
+
+
+def to_onnx_bytes(
+    model: TrainedModel,
+    *,
+    quantize: str | None = None,
+    vocab: str = "full",
+    tfidf_head: bool = True,
+    tfidf_weight: float | None = None,
+) -> bytes:
+    """Serialised ONNX model (plaintext) for `model` (with its TF-IDF head, if it has one and
+    `tfidf_head`: format version 2; mixed at `tfidf_weight`, default the model's own)."""
+
+    head = model.tfidf_head if tfidf_head else None
+    if tfidf_weight is not None and head is None:
+        raise ExportError(
+            f"model {model.name!r}: --tfidf-weight needs the model's TF-IDF head",
+            "drop --tfidf-weight, or --no-tfidf-head, or train with the head",
+        )
+    if head is not None:
+        head = head.with_weight(tfidf_weight)
+
+    if quantize not in (None, "int8"):
+        raise ExportError(f"unknown quantization {quantize!r}", "use --quantize int8 or none")
+    if vocab not in ("full", "base"):
+        raise ExportError(f"unknown vocab mode {vocab!r}", "use --vocab full or --vocab base")
+    if len(model.vocab) != model.model_cfg.vocab_size:
+        raise ExportError(
+            f"model {model.name!r}: vocab has {len(model.vocab)} tokens but the embedding "
+            f"{model.model_cfg.vocab_size} rows",
+            "the stored model is inconsistent; retrain it",
+        )
+    keep, out_vocab = (None, list(model.vocab)) if vocab == "full" else _base_vocab_keep(model)
+    wrapper = stateless_wrapper(model, keep)
+    ids = torch.tensor([[2, 5, 6, 7], [2, 8, 1, 1]], dtype=torch.int64)  # (batch, seq)
+    lens = torch.tensor([4, 2], dtype=torch.int64)  # (batch,)
+    buf = io.BytesIO()
+    # The tracer warns about nn.LSTM's shape checks; they are constant for this wrapper.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (ids, lens),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input_ids", "lengths"],
+            output_names=["probs"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "lengths": {0: "batch"},
+                "probs": {0: "batch"},
+            },
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    if quantize == "int8":
+        proto = _quantize_int8(proto)
+    extra = {
+        "quantize": quantize,
+        "vocab_mode": vocab,
+        "dropped_tokens": len(model.vocab) - len(out_vocab),
+    }
+    if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
+        from edge_tl.deploy.onnx_head import add_to_graph
+
+        if vocab == "base":  # its n-grams must not carry private-only words either
+            n = len(head.features)
+            head = head.restricted(set(out_vocab))
+            extra["dropped_ngrams"] = n - len(head.features)
+        add_to_graph(proto, head)
+    del proto.metadata_props[:]
+    for k, v in build_metadata(model, out_vocab, extra, head).items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = f"edge_tl classifier {model.name!r}"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        first = str(e).splitlines()[0]
+        raise ExportError(f"the exported graph failed onnx.checker ({first})") from e
+    return proto.SerializeToString()
+
+
+def _quantize_int8(proto):
+    """Dynamic int8 quantization; the LSTMs must become DynamicQuantizeLSTM."""
+
+    with tempfile.TemporaryDirectory(prefix="edge_tl_q") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, src)
+        # quantize_dynamic logs a pre-processing hint through the root logger; it does not apply.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        out = onnx.load(dst)
+    ops = {n.op_type for n in out.graph.node}
+    if "LSTM" in ops or "DynamicQuantizeLSTM" not in ops:
+        raise ExportError("int8 quantization left the LSTMs in float", "export without --quantize")
+    return out
+
+
+def data_header(digest: bytes) -> bytes:
+    """The 4096-byte header of an external-data file whose tensor region hashes to `digest`."""
+    if len(digest) != 32:
+        raise ValueError("digest must be a 32-byte sha256")
+    head = DATA_MAGIC + struct.pack("<I", DATA_VERSION) + bytes(4) + digest
+    return head + bytes(DATA_ALIGN - len(head))
+
+
+def split_external(onnx_bytes: bytes, location: str) -> tuple[bytes, bytes]:
+    """(graph file, data file) of the external-data layout for a serialised export."""
+
+    if not location or Path(location).name != location or location in (".", ".."):
+        raise ExportError(f"external data file name {location!r} is not a plain file name")
+    proto = onnx.load_from_string(onnx_bytes)
+    region = bytearray()
+    for init in proto.graph.initializer:
+        raw = init.raw_data
+        if len(raw) < EXTERNAL_MIN_BYTES:
+            continue
+        region += bytes(-len(region) % DATA_ALIGN)  # page-align every tensor
+        offset = DATA_ALIGN + len(region)
+        region += raw
+        init.ClearField("raw_data")
+        init.data_location = TensorProto.EXTERNAL
+        del init.external_data[:]
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+            init.external_data.add(key=k, value=v)
+    digest = hashlib.sha256(region).digest()
+    desc = {"location": location, "size": DATA_ALIGN + len(region), "sha256": digest.hex()}
+    proto.metadata_props.add(key="edge_tl.external_data", value=json.dumps(desc))
+    return proto.SerializeToString(), data_header(digest) + bytes(region)
+
+
+def export_onnx(
+    model: TrainedModel,
+    out: Path,
+    *,
+    quantize: str | None = None,
+    encrypt: bool = False,
+    vocab: str = "full",
+    external_data: bool = False,
+    tfidf_head: bool = True,
+    tfidf_weight: float | None = None,
+) -> Path:
+    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ExportError(f"folder {out.parent} does not exist", "create it or pick another --out")
+    if encrypt and external_data:
+        raise ExportError(
+            "--encrypt and --external-data do not go together: an encrypted export is one file "
+            "that is decrypted in memory",
+            "drop one of the two flags",
+        )
+    data = to_onnx_bytes(
+        model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head, tfidf_weight=tfidf_weight
+    )
+    if encrypt:
+        from edge_tl.store.keys import encrypt_for_device
+
+        data = encrypt_for_device(data)
+    weights, weights_path = None, out.with_name(f"{out.name}.data")
+    if external_data:
+        data, weights = split_external(data, weights_path.name)
+    # A killed earlier export of this file left its temp copy: drop it (only ours, by name).
+    remove_stale_parts(out.parent, out.name)
+    # Private by default: even a plaintext export holds the fine-tuned vocabulary.
+    if weights is not None:
+        # Weights first: a kill between the two writes leaves a pair that predict rejects by
+        # its digest, never a graph silently reading another export's weights.
+        remove_stale_parts(out.parent, weights_path.name)
+        atomic_write(weights_path, weights, mode=0o600)
+    atomic_write(out, data, mode=0o600)
+    return out
+
+
+__all__ = [
+    "DATA_ALIGN",
+    "DATA_MAGIC",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "FORMAT_VERSION_TFIDF",
+    "build_metadata",
+    "data_header",
+    "export_onnx",
+    "fastai_classifier",
+    "split_external",
+    "stateless_wrapper",
+    "to_onnx_bytes",
+]

@@ -1,0 +1,80 @@
+"""The TF-IDF head as ONNX nodes appended to an exported classifier graph (docs/onnx-format.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_tl.tfidf_head import TfidfHead
+
+
+def add_to_graph(proto: Any, head: TfidfHead) -> Any:
+    """Append the head to an exported v1 graph in place: `probs` becomes `probs_neural`."""
+
+    g = proto.graph
+    for node in g.node:
+        node.output[:] = ["probs_neural" if o == "probs" else o for o in node.output]
+    (out,) = [o for o in g.output if o.name == "probs"]
+    out.name = "probs_neural"
+    n_class = head.coef.shape[0]
+    zero_row = np.zeros((1, n_class), dtype=np.float32)
+    consts = {
+        "tfidf_idf": np.concatenate([head.idf, [0]]).astype(np.float32),
+        "tfidf_coef": np.concatenate([head.coef.T, zero_row]).astype(np.float32),
+        "tfidf_intercept": head.intercept.astype(np.float32),
+        "tfidf_zero": np.array(0, dtype=np.float32),
+        "tfidf_one": np.array(1, dtype=np.float32),
+        "tfidf_eps": np.array(1e-12, dtype=np.float32),
+        "tfidf_axis1": np.array([1]),
+        "tfidf_axis2": np.array([2]),
+        "tfidf_w": np.array(head.weight, dtype=np.float32),
+        "tfidf_1mw": np.array(1 - head.weight, dtype=np.float32),
+    }
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    g.input.extend(
+        [
+            helper.make_tensor_value_info("tfidf_ids", TensorProto.INT64, ["batch", "m"]),
+            helper.make_tensor_value_info("tfidf_counts", TensorProto.FLOAT, ["batch", "m"]),
+        ]
+    )
+    n = helper.make_node
+    tf = "tfidf_counts"
+    nodes = []
+    if head.sublinear_tf:  # 1 + ln(count) where count > 0; Max keeps Log off zero padding
+        nodes += [
+            n("Greater", ["tfidf_counts", "tfidf_zero"], ["tf_pos"]),
+            n("Max", ["tfidf_counts", "tfidf_one"], ["tf_c1"]),
+            n("Log", ["tf_c1"], ["tf_log"]),
+            n("Add", ["tf_log", "tfidf_one"], ["tf_sub"]),
+            n("Where", ["tf_pos", "tf_sub", "tfidf_zero"], ["tf_sublinear"]),
+        ]
+        tf = "tf_sublinear"
+    nodes += [
+        n("Gather", ["tfidf_idf", "tfidf_ids"], ["tf_idf"]),  # (batch, m)
+        n("Mul", [tf, "tf_idf"], ["tf_x"]),
+        n("Mul", ["tf_x", "tf_x"], ["tf_sq"]),
+        n("ReduceSum", ["tf_sq", "tfidf_axis1"], ["tf_ss"], keepdims=1),  # (batch, 1)
+        n("Sqrt", ["tf_ss"], ["tf_norm0"]),
+        n("Max", ["tf_norm0", "tfidf_eps"], ["tf_norm"]),
+        n("Div", ["tf_x", "tf_norm"], ["tf_xn"]),
+        n("Unsqueeze", ["tf_xn", "tfidf_axis2"], ["tf_xn3"]),  # (batch, m, 1)
+        n("Gather", ["tfidf_coef", "tfidf_ids"], ["tf_w"]),  # (batch, m, n_class)
+        n("Mul", ["tf_xn3", "tf_w"], ["tf_contrib"]),
+        n("ReduceSum", ["tf_contrib", "tfidf_axis1"], ["tf_z0"], keepdims=0),  # (batch, n_class)
+        n("Add", ["tf_z0", "tfidf_intercept"], ["tf_z"]),
+        n("Sigmoid", ["tf_z"], ["tf_s"]),
+        n("ReduceSum", ["tf_s", "tfidf_axis1"], ["tf_ssum"], keepdims=1),
+        n("Div", ["tf_s", "tf_ssum"], ["probs_tfidf"]),
+        n("Mul", ["probs_tfidf", "tfidf_w"], ["tf_mw"]),
+        n("Mul", ["probs_neural", "tfidf_1mw"], ["nn_mw"]),
+        n("Add", ["tf_mw", "nn_mw"], ["probs"]),
+    ]
+    g.node.extend(nodes)
+    for name in ("probs", "probs_tfidf"):
+        g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", n_class]))
+    return proto
+
+
+__all__ = ["add_to_graph"]

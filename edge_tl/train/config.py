@@ -1,0 +1,125 @@
+"""The typed run configuration: every training knob, resolved defaults -> profile -> overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edge_tl.config import ModelConfig, to_dict
+from edge_tl.errors import ConfigError
+
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+DISCRIMINATIVE = ("auto", "on", "off")
+# fastai's ULMFiT classifier recipe (gradual unfreezing, discriminative lrs), the default before
+# flat10: pass these settings to train a strong base (e.g. WT103) the paper's way.
+ULMFIT_RECIPE: dict[str, Any] = {"stages": (1, 1, 1, 2), "lr": 2e-2, "discriminative": "auto"}
+# The TF-IDF head's settings: compare trains the network alone and keeps them out of its setup.
+HEAD_KEYS = ("tfidf_head", "tfidf_weight")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run; resolved once: defaults -> device profile -> config file -> flags."""
+
+    seed: int = 42
+    valid_pct: float = 0.1  # labelled rows held out to pick nothing, only to report
+    # language-model stage (fastai's ULMFiT recipe: 1 frozen epoch, then unfrozen epochs)
+    lm_frozen_epochs: int = 1
+    lm_epochs: int = 1
+    lm_lr: float = 2e-2
+    lm_lr_unfrozen: float = 2e-3
+    lm_drop_mult: float = 0.3
+    # Frozen LM stage from a pretrained base: fastai also backpropagates through the frozen
+    # LSTMs, only to reach the tied embedding, which the decoder path already trains; skipping
+    # it makes that stage ~1.9x faster here at equal accuracy (bench/results/train.json).
+    # True = fastai's exact recipe. A random-init LM (no base) always backpropagates: its
+    # input embedding must learn through the LSTMs (tests/test_train_learns.py).
+    lm_frozen_through_rnn: bool = False
+    lm_valid_pct: float = 0.1
+    scratch: bool = False  # random init, same architecture (the control arm)
+    scratch_lm: bool = False  # with scratch, also train a from-scratch LM first
+    # classifier stages: head; last two groups; last three; all (freeze_to(-1), -2, -3, none).
+    # Default `flat10`: every layer from the first epoch, 10 epochs at one flat lr. On the
+    # shipped base it beat ULMFiT's gradual unfreezing (stages 1,1,1,2, lr 2e-2, discriminative
+    # auto) by 3-9 points at 500-2.5k IMDb labels (README, bench/results/compare-semi-flat10).
+    # A strong base (WT103) may prefer fastai's recipe: pass those three settings.
+    stages: tuple[int, ...] = (0, 0, 0, 10)
+    lr: float = 1e-2  # discriminative: stage k gets lr * stage_lr_mults[k], layers a slice
+    stage_lr_mults: tuple[float, ...] = (1.0, 0.5, 0.25, 0.05)
+    lr_div: float = 2.6
+    # on: layer groups get slice(lr / lr_div**4, lr) and stages decayed lrs (fastai's ULMFiT);
+    # auto: on only for an encoder from a pretrained base; off: every layer and stage at `lr`.
+    discriminative: str = "off"
+    clas_drop_mult: float = 0.5
+    wd: float = 0.01
+    lin_ftrs: tuple[int, ...] = (50,)
+    # Also fit TF-IDF + LR on the training rows and average its probabilities with the
+    # network's (docs/onnx-format.md v2): on IMDb that beat the network alone at every size
+    # from 500 to 20k labels (+0.7 to +2.4 points, bench/results/compare-semi-gpu).
+    tfidf_head: bool = True
+    # The head's share of the mix: 0 = the network alone, 1 = TF-IDF alone. 0.5 is not tuned;
+    # `evaluate` shows accuracy across weights on held-out rows, `export --tfidf-weight` sets it.
+    tfidf_weight: float = 0.5
+    # sizes (0 = from the memory planner / device profile)
+    bs: int = 0
+    lm_bs: int = 0
+    bptt: int = 72
+    max_len: int = 1440
+    min_freq: int = 3
+    max_vocab: int = 60000
+    # speed
+    dtype: str = "auto"  # auto: bf16 autocast on a CPU with native bf16 / CUDA, else fp32
+    cache_head_features: bool = True
+    threads: int = 0
+    workers: int = 0  # tokenizer processes (0 = in this process)
+    # architecture for --scratch when no base gives one
+    arch: ModelConfig | None = None
+    checkpoint_minutes: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 < self.valid_pct < 1.0, "valid_pct", "a share between 0 and 1"),
+            (0.0 < self.lm_valid_pct < 1.0, "lm_valid_pct", "a share between 0 and 1"),
+            (
+                len(self.stages) >= 1 and all(e >= 0 for e in self.stages),
+                "stages",
+                "one or more epoch counts >= 0",
+            ),
+            (self.lm_epochs >= 0 and self.lm_frozen_epochs >= 0, "lm_epochs", ">= 0"),
+            (self.lr > 0 and self.lm_lr > 0 and self.lm_lr_unfrozen > 0, "lr", "> 0"),
+            (self.bs >= 0 and self.lm_bs >= 0, "bs", ">= 0 (0 = planner)"),
+            (self.bptt >= 8, "bptt", ">= 8"),
+            (self.max_len >= self.bptt, "max_len", ">= bptt"),
+            (self.dtype in DTYPES, "dtype", " | ".join(DTYPES)),
+            (self.discriminative in DISCRIMINATIVE, "discriminative", " | ".join(DISCRIMINATIVE)),
+            (self.checkpoint_minutes >= 0, "checkpoint_minutes", ">= 0"),
+            (0.0 <= self.tfidf_weight <= 1.0, "tfidf_weight", "a share between 0 and 1"),
+            (
+                self.min_freq >= 1 and self.max_vocab >= 16,
+                "min_freq",
+                "min_freq >= 1, max_vocab >= 16",
+            ),
+        ]
+        for ok, key, want in checks:
+            if not ok:
+                raise ConfigError(f"train config: {key} must be {want}", f"got {self}")
+
+    def stage_lr(self, k: int, pretrained: bool = True) -> float:
+        """Peak learning rate of classifier stage k (flat `lr` when not discriminative)."""
+        if not self.use_discriminative(pretrained):
+            return self.lr
+        mults = self.stage_lr_mults
+        return self.lr * (mults[k] if k < len(mults) else mults[-1])
+
+    def use_discriminative(self, pretrained: bool) -> bool:
+        """Whether layer groups get slice(lr / lr_div**4, lr) and stages decayed lrs."""
+        return self.discriminative == "on" or (self.discriminative == "auto" and pretrained)
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """JSON-ready TrainConfig (tuples as lists) that from_dict loads back exactly."""
+    d = to_dict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+__all__ = ["DTYPES", "DISCRIMINATIVE", "ULMFIT_RECIPE", "TrainConfig", "config_dict"]

@@ -1,0 +1,153 @@
+"""fastai's Learner as the recipe drives it: one learner, one stage fit with checkpoints and
+resume, the head trained on cached encoder features, and validation metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.optimizer import Adam
+from fastai.text.learner import TextLearner
+
+from edge_tl.store.checkpoints import capture_rng, restore_rng
+from edge_tl.store.home import subdir
+from edge_tl.train import engine as fastcpu
+from edge_tl.train.config import TrainConfig
+from edge_tl.train.engine import (
+    Autocast,
+    EveryEpochAndMinutes,
+    SkipBatches,
+    copy_opt_state,
+    feature_loader,
+    pooled_features,
+)
+from edge_tl.train.evaluate import predict_ids
+from edge_tl.train.metrics import metrics_from_predictions
+from edge_tl.train.settings import Run
+
+
+def learner(dls, model, run: Run, lm: bool, cfg: TrainConfig, splitter):
+    """A fastai TextLearner with our callbacks, writing nothing (path under runs/)."""
+
+    cbs = []
+    if run.dtype in ("bf16", "fp16") and run.device == "cpu":
+        cbs.append(Autocast("cpu", _torch_dtype(run.dtype)))
+    elif run.dtype in ("bf16", "fp16"):
+        from fastai.callback.fp16 import MixedPrecision
+
+        cbs.append(MixedPrecision(amp_mode=run.dtype))
+    learn = TextLearner(
+        dls,
+        model,
+        loss_func=CrossEntropyLossFlat(),
+        opt_func=Adam,
+        splitter=splitter,
+        metrics=[accuracy],
+        path=subdir("runs"),
+        model_dir=".",
+        wd=cfg.wd,
+        cbs=cbs,
+    )
+    if not run.progress:
+        from fastai.callback.progress import ProgressCallback
+
+        learn.remove_cb(ProgressCallback)
+    if not run.progress:
+        learn.logger = lambda *a, **k: None  # no epoch table when quiet
+    return learn
+
+
+def _torch_dtype(name: str):
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def fit_stage(learn, run: Run, phase: str, stage: int, n_epoch: int, lr, start: Any) -> None:
+    """fit_one_cycle for one stage, checkpointing each epoch and every N minutes; resumable."""
+
+    epoch0 = batch0 = 0
+    rng_start = rng_now = None
+    if start is not None and (start.position.phase, start.position.stage) == (phase, stage):
+        epoch0, batch0 = start.position.epoch, start.position.batch
+        rng_start, rng_now = start.rng_epoch_start, start.rng_now
+    if epoch0 >= n_epoch:
+        return
+    dl = learn.dls.train
+    state: dict[str, Any] = {}
+
+    def on_epoch_start(epoch: int) -> None:
+        if rng_start and epoch == epoch0:
+            restore_rng(rng_start)
+            if "dl" in rng_start:
+                dl.rng.setstate(_tuplify(rng_start["dl"]))
+        state["rng"] = {**capture_rng(), "dl": dl.rng.getstate()}
+
+    def save(epoch: int, batch: int, finished: bool) -> None:
+        if run.save is None:
+            return
+        if finished:
+            nxt = (stage, epoch + 1) if epoch + 1 < n_epoch else (stage + 1, 0)
+            rng = {**capture_rng(), "dl": dl.rng.getstate()}
+            run.save(phase, nxt[0], nxt[1], 0, learn, rng, rng)
+        else:
+            run.save(phase, stage, epoch, batch, learn, state["rng"], capture_rng())
+
+    cbs = [EveryEpochAndMinutes(save, _minutes(learn), on_epoch_start)]
+    if batch0 > 0:
+        cbs.append(SkipBatches(batch0, on_done=lambda: rng_now and restore_rng(rng_now)))
+    learn.fit_one_cycle(n_epoch, lr, moms=(0.8, 0.7, 0.8), cbs=cbs, start_epoch=epoch0)
+
+
+def _minutes(learn) -> float:
+    return getattr(learn, "_ckpt_minutes", 10.0)
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(o) for o in x) if isinstance(x, list) else x
+
+
+def train_head_on_features(learn, model, ids, y, v_ids, v_y, n_epoch, lr, cfg, run) -> None:
+    """Stage 1 (head only): the frozen encoder runs once per doc, the head trains on its
+    pooled outputs; no graph, no backward and no chunked re-encoding per epoch."""
+
+    enc, head = model[0], model[1]
+    learn.freeze_to(-1)
+    feats = pooled_features(enc, ids, run.bs, cfg.bptt, run.dtype, True, run.device)
+    v_feats = pooled_features(enc, v_ids, run.bs, cfg.bptt, run.dtype, False, run.device)
+
+    hl = Learner(
+        fastcpu.dls(
+            feature_loader(feats, y, run.bs, True, run.device),
+            feature_loader(v_feats, v_y, run.bs, False, run.device),
+            run.device,
+        ),
+        head.layers,
+        loss_func=CrossEntropyLossFlat(),
+        opt_func=Adam,
+        metrics=[accuracy],
+        path=learn.path,
+        model_dir=".",
+        wd=cfg.wd,
+        moms=(0.8, 0.7, 0.8),
+    )
+    if not run.progress:
+        from fastai.callback.progress import ProgressCallback
+
+        hl.remove_cb(ProgressCallback)
+    if not run.progress:
+        hl.logger = lambda *a, **k: None
+    hl.fit_one_cycle(n_epoch, lr)
+    copy_opt_state(hl.opt, learn.opt, list(head.layers.parameters()))
+
+
+def evaluate_ids(model, ids, y, names, run: Run, cfg: TrainConfig) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of `model` on id tensors."""
+
+    pred = predict_ids(model, ids, run.bs, cfg.bptt, run.dtype, run.device)
+    return metrics_from_predictions(y, pred, names)
+
+
+__all__ = ["evaluate_ids", "fit_stage", "learner", "train_head_on_features"]

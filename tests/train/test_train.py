@@ -1,0 +1,349 @@
+"""`edge-tl train` end to end on a tiny config: scratch and transfer, data checks, no leaks."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_tl.cli import cli
+from edge_tl.config import ModelConfig
+from edge_tl.store import datasets as data
+from edge_tl.store import keys
+from edge_tl.store.models import load_model
+from edge_tl.train import runner as runner_mod
+
+CANARY = "zqcanary7731"
+TINY = ModelConfig(vocab_size=8, emb_sz=16, n_hid=32, n_layers=2)
+TOML = """
+[train]
+bs = 8
+lm_bs = 8
+bptt = 16
+max_len = 64
+min_freq = 1
+dtype = "fp32"
+lin_ftrs = [8]
+stages = [1, 1]
+lm_frozen_epochs = 0
+checkpoint_minutes = 0.0
+arch = {vocab_size = 8, emb_sz = 16, n_hid = 32, n_layers = 2}
+"""
+POS = "good great fine excellent lovely superb".split()
+NEG = "bad awful poor terrible boring dull".split()
+FILL = "the a movie film plot actor scene and it was".split()
+
+
+def make_texts(n: int, seed: int = 0, canary: bool = False) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    labels = [("pos", "neg")[i % 2] for i in range(n)]
+    texts = []
+    for lab in labels:
+        words = POS if lab == "pos" else NEG
+        n_words = rng.randint(6, 30)
+        texts.append(
+            " ".join(rng.choice(words if rng.random() < 0.35 else FILL) for _ in range(n_words))
+        )
+    if canary:
+        texts[0] = f"{texts[0]} {CANARY}"
+    return texts, labels
+
+
+@pytest.fixture(autouse=True)
+def small_torch():
+    # oneDNN compiles a kernel per new LSTM shape (~0.1-1 s each); tiny tests use the native
+    # kernels instead. The benchmark runs the real default.
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = True
+
+
+@pytest.fixture
+def tiny_setup(tmp_path: Path):
+    keys.init_identity(None)
+    texts, labels = make_texts(40, canary=True)
+    # unlabelled rows first: labelled rows must be matched to their own tokens by index
+    data.save_dataset("tiny", make_texts(6, 1)[0] + texts, [None] * 6 + labels)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TOML)
+    return cfg
+
+
+def _files_with(folder: Path, needle: bytes) -> list[Path]:
+    hits = []
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            p = Path(root) / f
+            try:
+                if needle in p.read_bytes():
+                    hits.append(p)
+            except OSError:
+                continue
+    return hits
+
+
+def test_cli_scratch_end_to_end_and_no_canary_on_disk(
+    tiny_setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edge_tl_home: Path
+) -> None:
+    work, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    toml = tiny_setup.read_text().replace(
+        "lm_frozen_epochs = 0", "scratch_lm = true\nlm_frozen_epochs = 0"
+    )
+    tiny_setup.write_text(toml)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            "tiny",
+            "--out",
+            "m1",
+            "--scratch",
+            "--config",
+            str(tiny_setup),
+            "--quiet",
+            "--tfidf-weight",
+            "0.7",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "plan: profile" in res.output and "device cpu, dtype fp32" in res.output
+    assert "saved model 'm1': validation accuracy" in res.output
+    m = load_model("m1")
+    assert m.base is None and m.labels == ["neg", "pos"]
+    assert m.dataset_fingerprint == data.open_dataset("tiny").fingerprint
+    assert m.train_config["stages"] == [1, 1] and m.train_config["scratch"] is True
+    assert CANARY in m.vocab  # it was learnt ...
+    assert m.metrics["lm_epochs_run"] == 1 and m.metrics["valid_rows"] == 4
+    # the TF-IDF head (default on): fitted on the 36 training rows, canary n-grams included
+    assert m.tfidf_head is not None and CANARY in m.tfidf_head.features
+    assert {"neural_accuracy", "tfidf_accuracy", "tfidf_c"} <= set(m.metrics)
+    # --tfidf-weight: stored with the head, in the config the model carries, and scored
+    assert m.tfidf_head.weight == 0.7 == m.train_config["tfidf_weight"] == m.metrics["tfidf_weight"]
+    assert "(network " in res.output and "mixed at head weight 0.7)" in res.output
+    for folder in (edge_tl_home, work, tmp):  # ... and is nowhere on disk in plaintext
+        assert _files_with(folder, CANARY.encode()) == [], folder
+    assert not list((edge_tl_home / "runs").glob("*.ckpt"))  # checkpoint removed at the end
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            "tiny",
+            "--out",
+            "m2",
+            "--scratch",
+            "--no-tfidf-head",
+            "--config",
+            str(tiny_setup),
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m2 = load_model("m2")
+    assert m2.tfidf_head is None and "neural_accuracy" not in m2.metrics
+    assert m2.train_config["tfidf_head"] is False
+
+
+@dataclass
+class FakeBase:
+    name: str
+    model_cfg: ModelConfig
+    vocab: list[str]
+    state_dict: dict
+    manifest: dict
+
+
+def tiny_base() -> FakeBase:
+    from edge_tl.awd_lstm import build_lm
+
+    specials = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"]
+    vocab = specials + ["good", "bad", "the", "zzonlybase", "movie", "plot", "xxfake"]
+    cfg = ModelConfig(vocab_size=len(vocab), emb_sz=16, n_hid=32, n_layers=2)
+    torch.manual_seed(3)
+    sd = build_lm(cfg).state_dict()
+    return FakeBase("tinybase", cfg, vocab, sd, {"sha256": "cd" * 32})
+
+
+def test_base_weights_are_mapped_onto_the_task_vocab() -> None:
+    from edge_tl.train.config import TrainConfig
+    from edge_tl.train.recipe import finetune_lm
+
+    base = tiny_base()
+    texts, _ = make_texts(20)
+    cfg = TrainConfig(lm_frozen_epochs=0, lm_epochs=0, min_freq=1, bptt=16)
+    lm = finetune_lm(texts, base, cfg)
+    emb, old = lm.encoder_state["encoder.weight"], base.state_dict["0.encoder.weight"]
+    assert lm.model_cfg.vocab_size == len(lm.vocab) and lm.model_cfg.n_hid == 32
+    for tok in ("good", "bad", "the", "movie", "xxbos"):  # shared: copied row by row
+        assert torch.equal(emb[lm.vocab.index(tok)], old[base.vocab.index(tok)]), tok
+    new = [t for t in lm.vocab if t not in base.vocab and not t.startswith("xxfake")]
+    assert new and torch.allclose(emb[lm.vocab.index(new[0])], old.mean(0))  # unseen: mean
+    w = lm.encoder_state["rnns.0.weight_hh_l0_raw"]
+    assert torch.equal(w, base.state_dict["0.rnns.0.weight_hh_l0_raw"])
+    assert lm.base == "tinybase" and lm.base_sha256 == "cd" * 32
+
+
+def test_cli_transfer_from_a_base(tiny_setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge_tl.train.runner
+
+    monkeypatch.setattr(edge_tl.train.runner, "load_base", lambda name="default": tiny_base())
+    toml = tiny_setup.read_text().replace("checkpoint_minutes = 0.0", "checkpoint_minutes = 5.0")
+    tiny_setup.write_text(toml.replace('dtype = "fp32"', 'dtype = "bf16"'))
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            "tiny",
+            "--out",
+            "t1",
+            "--base",
+            "tinybase",
+            "--config",
+            str(tiny_setup),
+            "--quiet",
+            "--stages",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "language-model fine-tuning" in res.output and "LM done:" in res.output
+    m = load_model("t1")
+    assert m.base == "tinybase" and m.base_sha256 == "cd" * 32
+    assert m.train_config["stages"] == [1] and m.metrics["lm_tokens_per_s"] > 0
+    want = "bf16" if torch.backends.mkldnn.is_available() else "fp32"
+    assert m.metrics["dtype"] in (want, "fp32")
+    res = CliRunner().invoke(cli, ["train", "--data", "tiny", "--out", "t1", "--base", "x"])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        "Error: model 't1' already exists. choose another --out name, "
+        "or remove it with `edge-tl models rm t1`"
+    )
+
+
+@pytest.mark.parametrize(
+    "texts, labels, message",
+    [
+        (
+            ["a b c"] * 12,
+            ["pos"] * 12,
+            "Error: the dataset has only one class ('pos'). a "
+            "classifier needs rows of at least two labels",
+        ),
+        (
+            ["a b c"] * 12,
+            [None] * 12,
+            "Error: the dataset has no labelled rows. import a dataset "
+            "with a label column (unlabelled rows only help the LM: --lm-data)",
+        ),
+        (
+            ["a b c"] * 14,
+            ["pos"] * 12 + ["neg"] * 2,
+            "Error: too few rows for the validation "
+            "split: label 'neg' has 2 (need at least 10 per label for a 10% split). add labelled "
+            "rows, or raise valid_pct in the train config",
+        ),
+    ],
+)
+def test_data_problems_are_reported_before_training(
+    texts, labels, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The vault already refuses a one-class import, so the dataset is served in memory here.
+    names = tuple(sorted({x for x in labels if x is not None}))
+    ds = data.Dataset("bad", texts, labels, names, "fp")
+    monkeypatch.setattr(runner_mod, "open_dataset", lambda name: ds)
+    res = CliRunner().invoke(cli, ["train", "--data", "bad", "--out", "m", "--scratch"])
+    assert res.exit_code == 1
+    assert res.output.strip() == message
+
+
+def test_bad_config_and_flags(tiny_setup: Path) -> None:
+    r = CliRunner()
+    tiny_setup.write_text("[train]\nbogus = 1\n")
+    res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--config", str(tiny_setup)])
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: train config: unknown key 'bogus'. allowed keys are:")
+    tiny_setup.write_text('[train]\nbs = "big"\n')
+    res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--config", str(tiny_setup)])
+    assert res.output.strip() == (
+        "Error: train config: key 'bs': expected a whole number, got 'big'."
+    )
+    res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--tfidf-weight", "2"])
+    assert res.exit_code == 1 and res.output.startswith(
+        "Error: train config: tfidf_weight must be a share between 0 and 1."
+    )
+    res = r.invoke(cli, ["train", "--data", "tiny", "--out", "m", "--stages", "1,x"])
+    assert res.output.strip() == (
+        "Error: --stages '1,x' is not a list of epoch counts. write e.g. --stages 1,1,1,2"
+    )
+    res = r.invoke(cli, ["train", "--resume", "m", "--data", "tiny"])
+    assert res.exit_code == 2 and "--resume continues with the run's own settings" in res.output
+    res = r.invoke(cli, ["train", "--resume", "m"])
+    assert res.exit_code == 1 and res.output.startswith(
+        "Error: no checkpoint to resume for model 'm'."
+    )
+
+
+def test_resolve_config_order() -> None:
+    from edge_tl.hardware.profiles import load_profile
+    from edge_tl.train.settings import resolve_config
+
+    prof = load_profile("jetson-nano-4gb")
+    cfg = resolve_config(prof, {"max_len": 256})
+    assert cfg.bptt == prof.bptt and cfg.max_len == 256 and cfg.stages == (0, 0, 0, 10)
+    assert resolve_config(None, {}).bptt == 72
+
+
+@pytest.mark.parametrize("through_rnn", [False, True])
+def test_frozen_lm_stage_skips_backward_through_the_lstms(monkeypatch, through_rnn: bool) -> None:
+    """Frozen stage: the tied embedding trains (via the decoder), the LSTMs see no backward
+    unless lm_frozen_through_rnn asks for fastai's exact recipe; the unfrozen stage always."""
+    import edge_tl.train.recipe
+    from edge_tl.train.config import TrainConfig
+    from edge_tl.train.recipe import finetune_lm
+
+    calls = {"frozen": 0, "unfrozen": 0}
+    seen = {}
+    real = edge_tl.awd_lstm.build_lm
+
+    def spy(*a, **k):
+        m = real(*a, **k)
+        seen["model"] = m
+
+        def hook(mod, gin, gout):
+            frozen = not next(m[0].rnns[0].parameters()).requires_grad
+            calls["frozen" if frozen else "unfrozen"] += 1
+
+        m[0].rnns[0].register_full_backward_hook(hook)
+        return m
+
+    monkeypatch.setattr(edge_tl.train.recipe, "build_lm", spy)
+    base = tiny_base()
+    texts, _ = make_texts(20)
+    cfg = TrainConfig(
+        lm_frozen_epochs=1,
+        lm_epochs=1,
+        min_freq=1,
+        bptt=16,
+        lm_bs=4,
+        dtype="fp32",
+        lm_frozen_through_rnn=through_rnn,
+    )
+    lm = finetune_lm(texts, base, cfg)
+    assert (calls["frozen"] > 0) == through_rnn
+    assert calls["unfrozen"] > 0
+    new, old = lm.encoder_state["encoder.weight"], base.state_dict["0.encoder.weight"]
+    assert not torch.equal(new[lm.vocab.index("good")], old[base.vocab.index("good")])
+    assert not any(h for h in seen["model"][0].encoder_dp._forward_hooks.values())  # cut removed
