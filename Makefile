@@ -27,11 +27,14 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt constraints/cuda.txt
 demo: install
 	$(BIN)/python examples/demo.py
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# ruff (rules and complexity in pyproject.toml) and its formatter; the import contract runs in
+# the suite (tests/test_architecture.py).
 lint: install
 	$(BIN)/ruff check edge_tl tests bench examples
+	$(BIN)/ruff format --check edge_tl tests bench examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,7 +30,7 @@ launch() {  # launch NAME ARGS...: one compare process in the background
         >$W/runs/$name/log.txt 2>&1 &
 }
 # The critical chain first: the shared LM, then the largest transfer unit.
-if [ "${GPU_CURVE_PLANS:-session8}" = seeds12 ]; then
+if [ "${GPU_CURVE_PLANS:-committed}" = seeds12 ]; then
     # What the committed curve still lacks: seeds 1-2 of transfer and scratch at
     # 10k / 20k (scratch in fp32: classifier_dtype's rule). Only units not already in
     # compare-semi-gpu: the merge refuses a unit that two folders hold differently. The LM is

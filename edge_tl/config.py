@@ -96,16 +96,19 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from e
 
 
+# Scalar types: (accepts, what the error says is expected). bool is not a number here.
+_SCALARS: dict[type, tuple[Any, str]] = {
+    float: (lambda v: not isinstance(v, bool) and isinstance(v, int | float), "a number"),
+    int: (lambda v: not isinstance(v, bool) and isinstance(v, int), "a whole number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return _check_union(value, tp, where)
     if tp is type(None):
         if value is None:
             return None
@@ -116,27 +119,23 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         (arg, *_) = typing.get_args(tp) or (Any,)
         items = [_check_type(v, arg, where) for v in value]
         return tuple(items) if origin is tuple else items
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        return float(value) if tp is float else value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
-    return value
+    return value  # Any, and types this loader does not check
+
+
+def _check_union(value: Any, tp: Any, where: str) -> Any:
+    for arg in typing.get_args(tp):
+        try:
+            return _check_type(value, arg, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
 def _type_name(tp: Any) -> str:

@@ -114,18 +114,29 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     if m["architecture"] != "AWD_LSTM":
         arch = str(m["architecture"])[:64]
         raise BundleError(f"{where}: architecture {arch!r} is not AWD_LSTM", CORRUPT)
-    cfg = _exact_keys(
-        m["model_config"],
-        CFG_LIMITS.keys() | {"pad_token", "tie_weights", "out_bias"},
-        f"{where} model_config",
-    )
+    cfg = _validate_model_config(m["model_config"], where)
+    _validate_payload(m, cfg, where)
+    _validate_provenance(m, where)
+    _validate_members(_field(m, "members", list, where), where)
+    return cfg
+
+
+def _validate_model_config(raw: Any, where: str) -> dict[str, Any]:
+    """model_config: exactly its keys, each within its limits."""
+    here = f"{where} model_config"
+    cfg = _exact_keys(raw, CFG_LIMITS.keys() | {"pad_token", "tie_weights", "out_bias"}, here)
     for k, hi in CFG_LIMITS.items():
-        if not 1 <= _field(cfg, k, int, f"{where} model_config") <= hi:
-            raise BundleError(f"{where} model_config: {k} is outside 1..{hi}", CORRUPT)
-    if not 0 <= _field(cfg, "pad_token", int, f"{where} model_config") < cfg["vocab_size"]:
-        raise BundleError(f"{where} model_config: pad_token is outside the vocabulary", CORRUPT)
-    _field(cfg, "tie_weights", bool, f"{where} model_config")
-    _field(cfg, "out_bias", bool, f"{where} model_config")
+        if not 1 <= _field(cfg, k, int, here) <= hi:
+            raise BundleError(f"{here}: {k} is outside 1..{hi}", CORRUPT)
+    if not 0 <= _field(cfg, "pad_token", int, here) < cfg["vocab_size"]:
+        raise BundleError(f"{here}: pad_token is outside the vocabulary", CORRUPT)
+    _field(cfg, "tie_weights", bool, here)
+    _field(cfg, "out_bias", bool, here)
+    return cfg
+
+
+def _validate_payload(m: dict[str, Any], cfg: dict[str, Any], where: str) -> None:
+    """vocab and weights: the fixed member names, sizes, dtype and tied aliases."""
     voc = _exact_keys(m["vocab"], ("member", "size"), f"{where} vocab")
     if voc["member"] != "vocab.json" or _field(voc, "size", int, where) != cfg["vocab_size"]:
         raise BundleError(f"{where}: vocab must be vocab.json of vocab_size tokens", CORRUPT)
@@ -135,22 +146,23 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     tied = _field(w, "tied", dict, f"{where} weights")
     if any(a not in TIE_ALIASES or s != TIE_SOURCE for a, s in tied.items()):
         raise BundleError(f"{where}: weights.tied may only alias {TIE_SOURCE}", CORRUPT)
+
+
+def _validate_provenance(m: dict[str, Any], where: str) -> None:
+    """tokenizer, corpus, created, tool and signer."""
     for key in ("tokenizer", "corpus"):
         if _json_size(_field(m, key, dict, where)) > 16 * 1024:
             raise BundleError(f"{where}: {key} is larger than 16 KiB", CORRUPT)
     for key in ("description", "license"):
         if key not in m["corpus"] or not isinstance(m["corpus"][key], str):
             raise BundleError(f"{where}: corpus lacks a {key} string", CORRUPT)
-    _validate_members(_field(m, "members", list, where), where)
     if not CREATED_RE.match(_field(m, "created", str, where)):
         raise BundleError(f"{where}: created is not YYYY-MM-DDTHH:MM:SSZ", CORRUPT)
     if len(_field(m, "tool", str, where)) > 64:
         raise BundleError(f"{where}: tool is longer than 64 characters", CORRUPT)
-    if m["signer"] is not None and not (
-        isinstance(m["signer"], str) and SIGNER_RE.match(m["signer"])
-    ):
+    signer = m["signer"]
+    if signer is not None and not (isinstance(signer, str) and SIGNER_RE.match(signer)):
         raise BundleError(f"{where}: signer is not null or ed25519:<32 hex>", CORRUPT)
-    return cfg
 
 
 def _validate_members(members: list, where: str) -> None:

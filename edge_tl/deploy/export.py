@@ -25,11 +25,14 @@ from torch import nn
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.bases.store import load_base
 from edge_tl.config import to_dict
+from edge_tl.deploy.onnx_head import add_to_graph
 from edge_tl.deploy.predict import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, tokenizer_spec
 from edge_tl.errors import ExportError
 from edge_tl.store.files import atomic_write, remove_stale_parts
+from edge_tl.store.keys import encrypt_for_device
 from edge_tl.store.models import TrainedModel
+from edge_tl.tfidf_head import SPEC_VERSION
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
 FORMAT_VERSION = 1  # the network alone
@@ -179,8 +182,6 @@ def build_metadata(
         "edge_tl.provenance": provenance,
     }
     if head is not None:
-        from edge_tl.tfidf_head import SPEC_VERSION
-
         meta["edge_tl.tfidf"] = {"version": SPEC_VERSION, **head.spec()}
     try:
         return {k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
@@ -250,8 +251,6 @@ def to_onnx_bytes(
         "dropped_tokens": len(model.vocab) - len(out_vocab),
     }
     if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
-        from edge_tl.deploy.onnx_head import add_to_graph
-
         if vocab == "base":  # its n-grams must not carry private-only words either
             n = len(head.features)
             head = head.restricted(set(out_vocab))
@@ -348,8 +347,6 @@ def export_onnx(
         model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head, tfidf_weight=tfidf_weight
     )
     if encrypt:
-        from edge_tl.store.keys import encrypt_for_device
-
         data = encrypt_for_device(data)
     weights, weights_path = None, out.with_name(f"{out.name}.data")
     if external_data:

@@ -18,6 +18,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as state
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, Encoder, tokenizer_from_spec
 from edge_tl.errors import DataError, ExportError
 from edge_tl.store.keys import decrypt_on_device
+from edge_tl.tfidf_head import SPEC_VERSION, NgramCounter, feed_arrays, spec_problem
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
 FORMAT_VERSIONS = (1, 2)  # 2: with the TF-IDF head
@@ -91,8 +92,6 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
         )
     tfidf = None
     if version == 2:
-        from edge_tl.tfidf_head import SPEC_VERSION, spec_problem
-
         tfidf = _json(props, "edge_tl.tfidf", dict, "an object")
         problem = (
             "version must be 1" if tfidf.get("version") != SPEC_VERSION else spec_problem(tfidf)
@@ -246,8 +245,6 @@ class Classifier:
         self._pad = int(self.meta.tokenizer.get("pad_id", 1))
         self._ngrams = None
         if self.meta.tfidf is not None:
-            from edge_tl.tfidf_head import NgramCounter
-
             self._ngrams = NgramCounter.from_spec(self.meta.tfidf)
 
     def _check_graph(self) -> None:
@@ -357,8 +354,6 @@ class Classifier:
             batch[r, : len(row)] = row
         feeds = {"input_ids": batch, "lengths": np.array([len(r) for r in ids], dtype=np.int64)}
         if ngrams is not None:
-            from edge_tl.tfidf_head import feed_arrays
-
             pad = len(self.meta.tfidf["features"])
             feeds["tfidf_ids"], feeds["tfidf_counts"] = feed_arrays(ngrams, pad)
         try:

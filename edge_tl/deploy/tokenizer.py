@@ -234,9 +234,20 @@ class SpacyEnTokenizer:
         out.extend((t, False) for t in cached)
 
     def _tokenize(self, string: str, with_specials: bool) -> list[str]:
+        specials = self._specials if with_specials else {}
+        string, prefixes, suffixes = self._split_affixes(string, specials)
+        toks = prefixes
+        if string:
+            toks.extend(self._attach(string, specials, with_specials))
+        toks.extend(reversed(suffixes))
+        return toks
+
+    def _split_affixes(
+        self, string: str, specials: dict[str, list[str]]
+    ) -> tuple[str, list[str], list[str]]:
+        """Peel prefixes and suffixes off `string` (spaCy's Tokenizer._split_affixes)."""
         prefixes: list[str] = []
         suffixes: list[str] = []
-        specials = self._specials if with_specials else {}
         last_size = 0
         while string and len(string) != last_size:
             if string in specials:
@@ -246,16 +257,14 @@ class SpacyEnTokenizer:
             if pre_len:
                 prefix, minus_pre = string[:pre_len], string[pre_len:]
                 if minus_pre and minus_pre in specials:
-                    string = minus_pre
                     prefixes.append(prefix)
-                    break
+                    return minus_pre, prefixes, suffixes
             suf_len = self._find_suffix(string[pre_len:])
             if suf_len:
                 suffix, minus_suf = string[-suf_len:], string[:-suf_len]
                 if minus_suf and minus_suf in specials:
-                    string = minus_suf
                     suffixes.append(suffix)
-                    break
+                    return minus_suf, prefixes, suffixes
             if pre_len and suf_len and (pre_len + suf_len) <= len(string):
                 string = string[pre_len:-suf_len]
                 prefixes.append(prefix)
@@ -266,29 +275,32 @@ class SpacyEnTokenizer:
             elif suf_len:
                 string = minus_suf
                 suffixes.append(suffix)
-        toks = prefixes
-        if string:
-            special = specials.get(string)
-            if special is not None:
-                toks.extend(special)
-            elif with_specials and string in self._cache:
-                toks.extend(self._cache[string])
-            elif self._url(string):
-                toks.append(string)
-            else:
-                start = 0
-                for m in self._infix(string):
-                    i_start, i_end = m.start(), m.end()
-                    if i_start == 0:
-                        continue  # an infix at the very start is not a split point
-                    if i_start != start:
-                        toks.append(string[start:i_start])
-                    if i_start != i_end:
-                        toks.append(string[i_start:i_end])
-                    start = i_end
-                if string[start:]:
-                    toks.append(string[start:])
-        toks.extend(reversed(suffixes))
+        return string, prefixes, suffixes
+
+    def _attach(
+        self, string: str, specials: dict[str, list[str]], with_specials: bool
+    ) -> list[str]:
+        """The tokens of what the affixes leave (spaCy's Tokenizer._attach_tokens)."""
+        special = specials.get(string)
+        if special is not None:
+            return list(special)
+        if with_specials and string in self._cache:
+            return list(self._cache[string])
+        if self._url(string):
+            return [string]
+        toks: list[str] = []
+        start = 0
+        for m in self._infix(string):
+            i_start, i_end = m.start(), m.end()
+            if i_start == 0:
+                continue  # an infix at the very start is not a split point
+            if i_start != start:
+                toks.append(string[start:i_start])
+            if i_start != i_end:
+                toks.append(string[i_start:i_end])
+            start = i_end
+        if string[start:]:
+            toks.append(string[start:])
         return toks
 
     def _apply_special_cases(self, toks: list[tuple[str, bool]]) -> list[tuple[str, bool]]:

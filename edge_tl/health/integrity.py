@@ -257,12 +257,11 @@ def _check_keys(report: StoreReport, passphrase: str | None) -> bool:
 
 
 def _check_vault(report: StoreReport, unlocked: bool) -> None:
-
+    """The vault folder: stray files, the index, every listed dataset, every unlisted file."""
     folder = report.home / "vault"
     if not folder.is_dir():
         return
     files: dict[str, Path] = {}
-    ids: set[str] = set()
     for p in sorted(folder.iterdir()):
         if _VAULT_FILE.fullmatch(p.name):
             files[p.stem] = p
@@ -274,65 +273,81 @@ def _check_vault(report: StoreReport, unlocked: bool) -> None:
         if n:
             report.add(folder, f"{n} encrypted files not checked", _NO_IDENTITY_FIX)
         return
-    entries: list[DatasetInfo] | None = None
-    if index.is_file():
-        report.checked["vault"] += 1
-        try:
-            entries = data.list_datasets()  # decrypts and parses index.age
-        except (EdgeTLError, OSError) as e:
-            _add_error(report, index, e, "delete it, then run `edge-tl data reindex`")
-    elif files:
-        report.add(
-            index,
-            "the vault index is missing",
-            "run `edge-tl data reindex` to rebuild it from the vault files",
-        )
+    entries = _check_index(report, index, bool(files))
     for info in entries or []:
-        name = info.name
-        path = folder / f"{info.id}.age"
-        ids.add(info.id)
-        if info.id not in files:
-            report.add(
-                path,
-                f"dataset {name!r} is listed in the index but its vault file is missing",
-                f"restore the file from a backup, or drop the entry with `edge-tl data rm {name}`",
-            )
-            continue
-        report.checked["vault"] += 1
-        try:
-            data.open_dataset(name)  # decrypts, parses, checks the content hash and the entry
-        except (EdgeTLError, OSError) as e:
-            fix = (
-                f"restore the file from a backup, or remove the dataset with `edge-tl data rm "
-                f"{name}` and import its source again"
-            )
-            _add_error(report, path, e, fix)
+        _check_listed(report, folder, info, files)
+    listed = {info.id for info in entries or []}
     for vid, path in files.items():
-        if vid in ids:
-            continue
-        report.checked["vault"] += 1
-        what = f"vault file {path.name}"
-        try:
-            h, _, _ = decode_vault(decrypt_on_device(path.read_bytes(), what), what)
-        except (EdgeTLError, OSError) as e:
-            fix = "restore it from a backup"
-            if entries is not None:
-                fix = "no index entry names it: delete it, or " + fix
-            _add_error(report, path, e, fix)
-            continue
-        if h.id != vid:
+        if vid not in listed:
+            _check_unlisted(report, vid, path, indexed=entries is not None)
+
+
+def _check_index(report: StoreReport, index: Path, has_files: bool) -> list[DatasetInfo] | None:
+    """The vault index's entries (None if it is missing or cannot be read)."""
+    if not index.is_file():
+        if has_files:
             report.add(
-                path,
-                f"holds dataset id {h.id}, not the id in its file name (a renamed copy)",
-                "delete it if the dataset is listed under its own file",
+                index,
+                "the vault index is missing",
+                "run `edge-tl data reindex` to rebuild it from the vault files",
             )
-        elif entries is not None:
-            report.add(
-                path,
-                f"dataset {h.name!r} is not listed in the vault index",
-                "run `edge-tl data reindex` to list it again, or delete the file if "
-                "that dataset was removed on purpose",
-            )
+        return None
+    report.checked["vault"] += 1
+    try:
+        return data.list_datasets()  # decrypts and parses index.age
+    except (EdgeTLError, OSError) as e:
+        _add_error(report, index, e, "delete it, then run `edge-tl data reindex`")
+        return None
+
+
+def _check_listed(
+    report: StoreReport, folder: Path, info: DatasetInfo, files: dict[str, Path]
+) -> None:
+    """A dataset the index lists: its file exists and opens (content hash and entry checked)."""
+    name, path = info.name, folder / f"{info.id}.age"
+    if info.id not in files:
+        report.add(
+            path,
+            f"dataset {name!r} is listed in the index but its vault file is missing",
+            f"restore the file from a backup, or drop the entry with `edge-tl data rm {name}`",
+        )
+        return
+    report.checked["vault"] += 1
+    try:
+        data.open_dataset(name)  # decrypts, parses, checks the content hash and the entry
+    except (EdgeTLError, OSError) as e:
+        fix = (
+            f"restore the file from a backup, or remove the dataset with `edge-tl data rm "
+            f"{name}` and import its source again"
+        )
+        _add_error(report, path, e, fix)
+
+
+def _check_unlisted(report: StoreReport, vid: str, path: Path, indexed: bool) -> None:
+    """A vault file no index entry names: readable, named by its own id, and why unlisted."""
+    report.checked["vault"] += 1
+    what = f"vault file {path.name}"
+    try:
+        h, _, _ = decode_vault(decrypt_on_device(path.read_bytes(), what), what)
+    except (EdgeTLError, OSError) as e:
+        fix = "restore it from a backup"
+        if indexed:
+            fix = "no index entry names it: delete it, or " + fix
+        _add_error(report, path, e, fix)
+        return
+    if h.id != vid:
+        report.add(
+            path,
+            f"holds dataset id {h.id}, not the id in its file name (a renamed copy)",
+            "delete it if the dataset is listed under its own file",
+        )
+    elif indexed:
+        report.add(
+            path,
+            f"dataset {h.name!r} is not listed in the vault index",
+            "run `edge-tl data reindex` to list it again, or delete the file if "
+            "that dataset was removed on purpose",
+        )
 
 
 # ---------------------------------------------------------------- bases

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge_tl.errors import DataError
-from edge_tl.store.keys import is_age_file
+from edge_tl.store.keys import decrypt_on_device, is_age_file
 
 FORMATS = ("csv", "tsv", "jsonl", "folder")
 MAX_TEXT_CHARS = 1_000_000  # one text; far above any review or message, far below a whole book
@@ -212,8 +212,6 @@ def _open_binary(source: Path) -> tuple[IO[bytes], Callable[[], int], str]:
     raw.seek(0)
 
     if is_age_file(head):
-        from edge_tl.store.keys import decrypt_on_device
-
         data = raw.read()
         raw.close()
         # Decrypted in memory only; the plaintext never touches the disk.

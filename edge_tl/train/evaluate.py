@@ -18,6 +18,7 @@ from edge_tl.store.datasets import open_dataset
 from edge_tl.store.files import atomic_write
 from edge_tl.store.models import TrainedModel, load_model
 from edge_tl.train.engine import PAD, autocast_ctx, numericalize, tokenize
+from edge_tl.train.head import mixed_metrics
 from edge_tl.train.metrics import argmax, metrics_from_predictions
 
 
@@ -74,8 +75,6 @@ def evaluate_texts(
     c2i = {n: i for i, n in enumerate(m.labels)}
     gold = [c2i[x] for x in labels]
     if m.tfidf_head is not None:  # what the model predicts: the mix with its TF-IDF head
-        from edge_tl.train.head import mixed_metrics
-
         probs = predict_proba_ids(model, ids, bs, bptt, dtype)
         return mixed_metrics(m.tfidf_head, probs, texts, gold, m.labels)
     pred = predict_ids(model, ids, bs, bptt, dtype)

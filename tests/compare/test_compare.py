@@ -538,7 +538,7 @@ def test_report_means_gaps_references_and_plot():
     assert header == (
         "| size | transfer (supervised) | scratch | TF-IDF + LR | transfer/supervised"
         " − scratch | published study: scratch | published study: ULMFiT | "
-        "TF-IDF + LR (issue) |"
+        "TF-IDF + LR (reference) |"
     )
     assert (
         "| 500 | 0.820 ± 0.020 (3) | 0.640 ± 0.053 (3) | 0.813 ± 0.006 (3) | +0.180 ± 0.035 |"
