@@ -135,7 +135,7 @@ def main() -> None:
     paths = {}
     for q in (None, "int8"):
         t0 = time.perf_counter()
-        data = to_onnx_bytes(model, quantize=q)
+        data = to_onnx_bytes(model, quantize=q, vocab="full")
         p = tmp / f"model_{q or 'fp32'}.onnx"
         p.write_bytes(data)
         paths[q or "fp32"] = p

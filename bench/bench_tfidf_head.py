@@ -84,7 +84,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         v1 = Path(tmp) / "v1.onnx"
-        v1.write_bytes(to_onnx_bytes(net))
+        v1.write_bytes(to_onnx_bytes(net, vocab="full"))
         p1, s1 = timed_proba(v1, t_texts, a.threads)
         for n in (int(x) for x in a.sizes.split(",")):
             texts, labels = [t for t, _ in train[:n]], [lab for _, lab in train[:n]]
@@ -95,7 +95,7 @@ def main() -> None:
             cols = [sk.labels.index(x) for x in net.labels]
             want = np.asarray(sk.predict_proba(t_texts))[:, cols]
             v2 = Path(tmp) / f"v2-{n}.onnx"
-            v2.write_bytes(to_onnx_bytes(dataclasses.replace(net, tfidf_head=head)))
+            v2.write_bytes(to_onnx_bytes(dataclasses.replace(net, tfidf_head=head), vocab="full"))
             p2, s2 = timed_proba(v2, t_texts, a.threads)
             c = Classifier(v2)
             got = np.concatenate(

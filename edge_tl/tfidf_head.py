@@ -21,8 +21,9 @@ from edge_tl.errors import ConfigError
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default word pattern
 SPEC_VERSION = 1
+# The default export keeps an n-gram only if at least this many training texts hold it.
+MIN_DOCS = 5
 MISSING_LABEL_INTERCEPT = -30.0  # a label without training rows: sigmoid ~ 1e-13
-SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0)  # head weights whose accuracy evaluate reports
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TfidfHead:
     weight: float = 0.5
     c: float = 0.0
     cv_accuracy: float = float("nan")
+    doc_freq: Any = None  # int32 (F,): training texts each n-gram occurs in (None: unknown)
 
     def spec(self) -> dict[str, Any]:
         """The JSON part (model header `tfidf_head`, ONNX `edge_tl.tfidf` without `version`)."""
@@ -69,20 +71,35 @@ class TfidfHead:
             )
         return dataclasses.replace(self, weight=float(weight))
 
-    def restricted(self, words: set[str]) -> TfidfHead:
-        """The head without every n-gram that has a word outside `words` (export --vocab base:
-        no private-only word leaves in the file). Those n-grams then count for nothing."""
-
+    def restricted(self, words: set[str], min_docs: int = 1) -> TfidfHead:
+        """The head without every n-gram that has a word outside `words` or occurs in fewer
+        than `min_docs` training texts (the private-by-default export): no string seen only in
+        private data leaves in the file. Dropped n-grams then count for nothing."""
         import numpy as np
 
-        keep = [i for i, f in enumerate(self.features) if all(w in words for w in f.split(" "))]
+        keep = self.shareable(words, min_docs)
         idx = np.asarray(keep, dtype=np.int64)
         return dataclasses.replace(
             self,
             features=[self.features[i] for i in keep],
             idf=self.idf[idx],
             coef=self.coef[:, idx],
+            doc_freq=None if self.doc_freq is None else self.doc_freq[idx],
         )
+
+    def shareable(self, words: set[str], min_docs: int = 1) -> list[int]:
+        """Columns whose n-gram has only words of `words` and occurs in >= `min_docs` texts."""
+        if min_docs > 1 and self.doc_freq is None:
+            raise ConfigError(
+                "this model's TF-IDF head does not record how many texts each n-gram occurs in",
+                "retrain the model, export --no-tfidf-head, or export --vocab full",
+            )
+        return [
+            i
+            for i, f in enumerate(self.features)
+            if all(w in words for w in f.split(" "))
+            and (min_docs <= 1 or int(self.doc_freq[i]) >= min_docs)
+        ]
 
 
 def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
@@ -132,12 +149,15 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
         return np.asarray(t.numpy() if hasattr(t, "numpy") else t, dtype=np.float32)
 
     idf, coef, intercept = arr("tfidf.idf"), arr("tfidf.coef"), arr("tfidf.intercept")
+    doc_freq = arr("tfidf.df").astype(np.int32) if "tfidf.df" in tensors else None
     problem = spec_problem(spec, idf.shape[0] if idf.ndim == 1 else None)
     if problem:
         raise ValueError(f"tfidf_head: {problem}")
     n = idf.shape[0]
     if idf.ndim != 1 or coef.shape != (n_class, n) or intercept.shape != (n_class,):
         raise ValueError("tfidf_head: tensor shapes do not fit its features and labels")
+    if doc_freq is not None and (doc_freq.shape != (n,) or (doc_freq < 1).any()):
+        raise ValueError("tfidf_head: tfidf.df must be one count >= 1 per feature")
     cv = spec.get("cv_accuracy")
     return TfidfHead(
         list(spec["features"]),
@@ -151,6 +171,7 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
         float(spec["weight"]),
         float(spec.get("c") or 0.0),
         float("nan") if cv is None else float(cv),
+        doc_freq,
     )
 
 
@@ -238,6 +259,7 @@ def mix(neural: Any, tfidf: Any, weight: float) -> Any:
 
 
 __all__ = [
+    "MIN_DOCS",
     "NgramCounter",
     "SPEC_VERSION",
     "TOKEN_PATTERN",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_tl.config import ModelConfig
 from edge_tl.errors import EdgeTLError
+from edge_tl.metrics import format_report
 from edge_tl.store.datasets import (
     list_datasets,
     open_dataset,
@@ -26,7 +27,7 @@ from edge_tl.store.datasets import (
 )
 from edge_tl.store.models import list_models, remove_model
 from edge_tl.train.config import TrainConfig
-from edge_tl.train.evaluate import evaluate_model, format_report
+from edge_tl.train.evaluate import evaluate_model
 from edge_tl.train.runner import train_from_vault
 
 # --tiny: no base (scratch = random init of this shape; vocab_size becomes the data's vocab size).

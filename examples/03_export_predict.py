@@ -43,7 +43,11 @@ def main() -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         # Plaintext ONNX (mode 0600); encrypt=True writes it age-encrypted for this device.
-        export_onnx(load_model(args.model), out, quantize=quantize)
+        # Private by default: no token outside the base's vocabulary, no rare n-gram. A model
+        # trained without a base (--tiny) has no public vocabulary: its words all come from
+        # the training data, and exporting them is an explicit choice.
+        model = load_model(args.model)
+        export_onnx(model, out, quantize=quantize, vocab="base" if model.base else "full")
         print(f"exported {out} ({out.stat().st_size:,} bytes, {quantize or 'fp32'})")
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         for arg in sess.get_inputs() + sess.get_outputs():
@@ -60,7 +64,7 @@ def main() -> None:
         )
         clf = Classifier(out)  # onnxruntime + edge_tl's pure-Python tokenizer
         print(f"\npredictions ({', '.join(clf.labels)}):")
-        for text, p in zip(REVIEWS, clf.predict(REVIEWS), strict=True):
+        for text, p in zip(REVIEWS, clf.classify(REVIEWS), strict=True):
             print(f"  {p.label:<4} {p.score:.3f}  {text[:60]}")
     except EdgeTLError as e:
         sys.exit(f"Error: {e}")

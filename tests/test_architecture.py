@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
+import ast
 import sys
 from pathlib import Path
 
 import grimp
 import pytest
+from tinydata import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "edge_tl"
@@ -17,7 +18,7 @@ MAX_LINES = 450
 def test_import_contracts_hold() -> None:
     """`lint-imports` checks the layers and the torch-free predict path (pyproject.toml)."""
     lint = Path(sys.executable).with_name("lint-imports")
-    res = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = run_child([lint], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -61,3 +62,34 @@ def test_every_concern_has_its_folder() -> None:
     """A reader finds each concern by its folder name; each folder has a public face."""
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert folders == {"bases", "cli", "compare", "deploy", "hardware", "health", "store", "train"}
+
+
+# How a test could start a process around the suite's network guard (tests/tinydata.py).
+UNGUARDED = {
+    "subprocess": {"run", "Popen", "call", "check_call", "check_output", "getoutput"},
+    "os": {"system", "popen", "spawnv", "spawnve", "spawnvp", "spawnl", "posix_spawn"},
+}
+
+
+def unguarded_launches(source: str) -> list[str]:
+    """`module.function` calls in `source` that start a process without tinydata's guard."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        f = node.func if isinstance(node, ast.Call) else None
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+            if f.attr in UNGUARDED.get(f.value.id, ()):
+                found.append(f"{f.value.id}.{f.attr} (line {node.lineno})")
+    return found
+
+
+def test_every_child_process_of_the_suite_runs_guarded() -> None:
+    """Tests start processes through tinydata (run_child, popen_child, guarded + child_env): in
+    a network namespace, with the guard loaded, their attempts checked."""
+    tests = ROOT / "tests"
+    launches = {
+        str(p.relative_to(tests)): hits
+        for p in sorted(tests.rglob("*.py"))
+        if p.name != "tinydata.py" and (hits := unguarded_launches(p.read_text(encoding="utf-8")))
+    }
+    assert launches == {}
+    assert unguarded_launches("import subprocess\nsubprocess.run(['true'])\n")  # it can fail

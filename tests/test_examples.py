@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import pytest
+from tinydata import run_child
 
 from edge_tl.deploy.predict import Classifier
 
@@ -25,13 +26,15 @@ SCRIPTS = ("01_vault.py", "02_train_evaluate.py", "03_export_predict.py", "04_co
 TINY = {"02_train_evaluate.py", "04_compare.py"}  # the scripts with a --tiny flag
 PLAINTEXT = b"Having seen and loved Greg Lombardo"  # start of the first review of the sample
 NUM = r"(\d+\.\d+)"
+# The four scripts on the real IMDb sample take the longest of any module (~40 s on 2 cores).
+pytestmark = pytest.mark.slow
 
 
 def run_example(script: str, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """Run one example with its own EDGE_TL_HOME (via --home) and no inherited passphrase."""
     clean = {k: v for k, v in os.environ.items() if k not in ("EDGE_TL_HOME", "EDGE_TL_PASSPHRASE")}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--home", str(home), *args],
+    return run_child(
+        [sys.executable, EXAMPLES / script, "--home", home, *args],
         cwd=home.parent,
         env={**clean, **env},
         capture_output=True,
@@ -98,7 +101,7 @@ def test_export_is_int8_onnx_and_predictions_match(chain: tuple[Path, dict[str, 
     assert spec is not None and spec.loader is not None
     ex03 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ex03)
-    preds = Classifier(path).predict(ex03.REVIEWS)
+    preds = Classifier(path).classify(ex03.REVIEWS)
     assert [(p.label, f"{p.score:.3f}") for p in preds] == printed and len(printed) == 3
 
 

@@ -73,13 +73,13 @@ def main() -> None:
     from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, load_lm
     from edge_tl.compare.run import runtime
     from edge_tl.compare.unit import VALID_ROWS
+    from edge_tl.metrics import metrics_from_predictions
     from edge_tl.store.datasets import open_dataset, stratified_nested_subsets
     from edge_tl.store.keys import decrypt_on_device
     from edge_tl.store.models import unpack_container
     from edge_tl.train import recipe as _train
     from edge_tl.train.engine import numericalize, tokenize
     from edge_tl.train.evaluate import predict_ids
-    from edge_tl.train.metrics import metrics_from_predictions
 
     path = a.work / SEMI_LM
     header, _ = unpack_container(LM_MAGIC, decrypt_on_device(path.read_bytes(), "lm"), "lm")

@@ -15,7 +15,7 @@ if not p.exists():
     from bench_export import random_wt103_model
     from edge_tl.deploy.export import to_onnx_bytes
 
-    p.write_bytes(to_onnx_bytes(random_wt103_model()))
+    p.write_bytes(to_onnx_bytes(random_wt103_model(), vocab="full"))
 PY = "/work/main/.venv/bin/python"
 snips = {
     "python": "pass",

@@ -10,6 +10,29 @@ import click
 
 from edge_tl.errors import EdgeTLError
 
+from .options import HOME, ROOT_PASSPHRASE_FILE
+
+# A package missing from a slim install -> (the extra that brings it, what it is for).
+_TRAIN = ("train", "the training stack (torch, fastai, scikit-learn)")
+EXTRAS: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(
+        (
+            "torch",
+            "fastai",
+            "fastprogress",
+            "sklearn",
+            "onnx",
+            "safetensors",
+            "matplotlib",
+            "cryptography",
+            "spacy",
+            "pandas",
+        ),
+        _TRAIN,
+    ),
+    **dict.fromkeys(("uvicorn", "starlette", "anyio"), ("serve", "the HTTP server (uvicorn)")),
+}
+
 # command name -> "module:attribute" under edge_tl.cli
 COMMANDS: dict[str, str] = {
     "doctor": "doctor:doctor",
@@ -17,11 +40,12 @@ COMMANDS: dict[str, str] = {
     "data": "data:data",
     "base": "base:base",
     "train": "train:train",
-    "evaluate": "train:evaluate",
+    "evaluate": "evaluate:evaluate",
     "models": "models:models",
     "compare": "compare:compare",
     "export": "export:export",
     "predict": "predict:predict",
+    "serve": "serve:serve",
 }
 
 
@@ -50,10 +74,20 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EdgeTLError as e:
             raise click.ClickException(str(e)) from e
+        except ModuleNotFoundError as e:
+            extra = EXTRAS.get((e.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(
+                f"this command needs {extra[1]}, which this install lacks ({e.name} is missing). "
+                f"install it with `pip install 'edge_tl[{extra[0]}]'`"
+            ) from e
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edge_tl")
+@HOME
+@ROOT_PASSPHRASE_FILE
 def cli() -> None:
     """edge_tl: offline, privacy-first ULMFiT transfer learning for edge devices."""
 

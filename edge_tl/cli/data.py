@@ -33,6 +33,11 @@ def data() -> None:
 )
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the source.")
 @click.option("--skip-empty", is_flag=True, help="Drop rows whose text is empty.")
+@click.option(
+    "--unlabelled",
+    is_flag=True,
+    help="The CSV/TSV has no label column on purpose: import the texts unlabelled (LM data).",
+)
 def import_(
     source: Path,
     name: str,
@@ -41,6 +46,7 @@ def import_(
     fmt: str | None,
     encoding: str,
     skip_empty: bool,
+    unlabelled: bool,
 ) -> None:
     """Import SOURCE (CSV, TSV, JSONL, a folder of .txt per label; .gz/.xz/.age too)."""
     from edge_tl.store.datasets import import_source
@@ -54,6 +60,7 @@ def import_(
         encoding=encoding,
         progress=sys.stdout.isatty(),
         skip_empty=skip_empty,
+        unlabelled=unlabelled,
     )
     info = rep.info
     mb = rep.info.records_bytes / 1e6
@@ -84,7 +91,7 @@ def list_() -> None:
     if not infos:
         click.echo("No datasets yet. Import one with `edge-tl data import SOURCE --name NAME`.")
         return
-    width = max(len(i.name) for i in infos)
+    width = max(len("NAME"), *(len(i.name) for i in infos))
     click.echo(f"{'NAME':<{width}}  {'ROWS':>9}  {'LABELS':<24}  CREATED")
     for i in infos:
         labels = ",".join(i.labels) if i.labels else "(unlabelled)"
@@ -150,7 +157,19 @@ def reindex() -> None:
     """Rebuild the encrypted index from the vault files (after losing it or restoring files)."""
     from edge_tl.store.datasets import rebuild_index
 
-    click.echo(f"The index lists {rebuild_index():,} datasets")
+    rep = rebuild_index()
+    click.echo(f"The index lists {rep.listed:,} datasets")
+    for file, name, now in rep.adopted:
+        moved = f", renamed to vault/{now}" if now != file else ""
+        click.echo(f"  adopted vault/{file} as {name!r}{moved}")
+    for file, why in rep.skipped:
+        click.echo(f"  left out vault/{file}: it {why}", err=True)
+    if rep.skipped:
+        click.echo(
+            "Files left out stay in the vault untouched: restore damaged ones from a backup; "
+            "`edge-tl doctor --check-store` lists them again",
+            err=True,
+        )
 
 
 @data.command("split")

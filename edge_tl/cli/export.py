@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edge_tl.tfidf_head import MIN_DOCS
+
 
 @click.command("export")
 @click.argument("model")
@@ -26,10 +28,18 @@ import click
 @click.option(
     "--vocab",
     "vocab_mode",
-    type=click.Choice(["full", "base"]),
-    default="full",
+    type=click.Choice(["base", "full"]),
+    default="base",
     show_default=True,
-    help="base: drop every token not in the base's vocabulary (no private-only words).",
+    help="base: keep no string seen only in your data (tokens outside the base's vocabulary, "
+    "rare n-grams); full: write the whole fine-tuned vocabulary and every n-gram.",
+)
+@click.option(
+    "--min-docs",
+    type=click.IntRange(min=1),
+    default=MIN_DOCS,
+    show_default=True,
+    help="With --vocab base: keep a TF-IDF n-gram only if this many training texts hold it.",
 )
 @click.option(
     "--external-data",
@@ -56,21 +66,33 @@ def export(
     quantize: str | None,
     encrypt: bool,
     vocab_mode: str,
+    min_docs: int,
     external_data: bool,
     no_head: bool,
     tfidf_weight: float | None,
 ) -> None:
     """Export trained model MODEL (a store name) to ONNX for `edge-tl predict`."""
-    from edge_tl.deploy.export import export_onnx
+    from edge_tl.deploy.export import export_onnx, private_counts
     from edge_tl.store.models import load_model
 
     trained = load_model(model)
+    if vocab_mode == "full":
+        n = private_counts(trained, min_docs)
+        what = (
+            f"{n['tokens']:,} tokens and {n['ngrams']:,} TF-IDF n-grams seen only in your data "
+            f"(outside the base's vocabulary, or n-grams in fewer than {min_docs} texts)"
+            if n is not None
+            else f"the whole vocabulary (base {trained.base!r} is not here to tell which words "
+            "are private)"
+        )
+        click.echo(f"--vocab full: writing {what}; whoever gets the file can read them", err=True)
     path = export_onnx(
         trained,
         out,
         quantize=quantize,
         encrypt=encrypt,
         vocab=vocab_mode,
+        min_docs=min_docs,
         external_data=external_data,
         tfidf_head=not no_head,
         tfidf_weight=tfidf_weight,
@@ -79,8 +101,16 @@ def export(
     notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
     if trained.tfidf_head is not None and not no_head:
         w = trained.tfidf_head.weight if tfidf_weight is None else tfidf_weight
-        notes.append(f"TF-IDF head, {len(trained.tfidf_head.features):,} n-grams, weight {w:g}")
+        notes.append(f"TF-IDF head, {_ngrams_in(path):,} n-grams, weight {w:g}")
     if external_data:
         data = path.with_name(f"{path.name}.data")
         notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB")
     click.echo(f"Exported {model} to {path} ({size:.1f} MiB, {', '.join(notes)})")
+
+
+def _ngrams_in(path: Path) -> int:
+    """How many n-grams the written file's head holds (what left, not what the model has)."""
+    from edge_tl.deploy.predict import Classifier
+
+    meta = Classifier(path).meta
+    return 0 if meta.tfidf is None else len(meta.tfidf["features"])

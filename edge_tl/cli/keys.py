@@ -20,17 +20,32 @@ def keys() -> None:
 
 @keys.command("init")
 @click.option("--no-passphrase", is_flag=True, help="Store the identity unencrypted (mode 0600).")
+@click.option(
+    "--force-new",
+    is_flag=True,
+    help="The old identity is lost for good: start over, moving the files encrypted to it "
+    "(vault, models, checkpoints) aside.",
+)
 @PASSPHRASE_FILE
-def init(no_passphrase: bool) -> None:
+def init(no_passphrase: bool, force_new: bool) -> None:
     """Create the device identity (passphrase-protected unless --no-passphrase)."""
     from edge_tl.store import keys as keys_lib
 
-    if keys_lib.has_identity():
-        keys_lib.init_identity(None)  # raises the "already exists" error
+    # Before asking for a passphrase: an identity exists, or one was lost with files
+    # encrypted to it (refused unless --force-new).
+    orphans = keys_lib.check_new_identity(force_new)
     passphrase: str | None = None
     if not no_passphrase:
         passphrase = _new_passphrase()
+    aside = keys_lib.set_aside(orphans) if orphans else None
     pub = keys_lib.init_identity(passphrase)
+    if aside is not None:
+        click.echo(
+            f"Moved {keys_lib.describe_files(orphans)}, encrypted to the lost identity, to "
+            f"{aside}: the new identity cannot read them; they stay there in case the old "
+            "identity.txt turns up",
+            err=True,
+        )
     click.echo(f"Created {keys_lib.identity_path()}")
     click.echo(f"Recipient: {pub}")
     click.echo("Back up identity.txt (and its passphrase): it is the only key to your vault.")

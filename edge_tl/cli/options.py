@@ -13,10 +13,39 @@ def _use_passphrase_file(ctx: click.Context, _param: click.Parameter, path: Path
         return
     from edge_tl.store import keys as keys_lib  # lazy: the CLI imports a command's needs only
 
-    keys_lib.set_passphrase_file(path)
-    ctx.call_on_close(lambda: keys_lib.set_passphrase_file(None))
+    before = keys_lib.set_passphrase_file(path)  # the root command's --passphrase-file, if any
+    ctx.call_on_close(lambda: keys_lib.set_passphrase_file(before))
 
 
+def use_home(ctx: click.Context, _param: click.Parameter, path: Path | None) -> None:
+    """Use `path` as the store for this command (the CLI may run in-process)."""
+    if path is None:
+        return
+    from edge_tl.store import home as home_lib
+
+    home_lib.set_home(path)
+    ctx.call_on_close(lambda: home_lib.set_home(None))
+
+
+HOME = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=use_home,
+    help="Store folder [$EDGE_TL_HOME, else ~/.edge_tl].",
+)
+ROOT_PASSPHRASE_FILE = click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=_use_passphrase_file,
+    help="Read the identity passphrase from the first line of this file, for any command "
+    "[$EDGE_TL_PASSPHRASE_FILE].",
+)
 PASSPHRASE_FILE = click.option(
     "--passphrase-file",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -83,7 +82,22 @@ D = TrainConfig()  # the real defaults, shown in --help
     metavar="MODEL",
     help="Continue the interrupted run of MODEL from its last checkpoint.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start --out again from scratch, dropping the checkpoint its interrupted run left.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads [the cores idle when the run starts].",
+)
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No progress output (bars on a terminal, one line per epoch otherwise).",
+)
 @PASSPHRASE_FILE
 def train(
     data_name,
@@ -103,12 +117,12 @@ def train(
     tfidf_head,
     tfidf_weight,
     resume,
+    restart,
+    threads,
     quiet,
 ) -> None:
     """Fine-tune a base on a vault dataset (ULMFiT) and store the classifier as --out."""
     t0 = time.perf_counter()
-    from edge_tl.train.runner import train_from_vault
-    from edge_tl.train.settings import as_profile, resolve_config
 
     flags = {
         "scratch": scratch,
@@ -120,44 +134,19 @@ def train(
         "seed": seed,
         "tfidf_head": tfidf_head,
         "tfidf_weight": tfidf_weight,
+        "threads": threads,
     }
     if stages is not None:
         flags["stages"] = _stages(stages)
     flags = {k: v for k, v in flags.items() if v is not None}
-    if resume is not None:
-        given = [
-            f
-            for f, v in (
-                ("--data", data_name),
-                ("--base", base),
-                ("--config", config_file),
-                ("--lm-data", lm_data),
-                *((f"--{k}", 1) for k in flags),
-            )
-            if v
-        ]
-        if given or (out is not None and out != resume):
-            raise click.UsageError(
-                f"--resume continues with the run's own settings; drop {(given or ['--out'])[0]}"
-            )
-        m = train_from_vault(
-            None, None, resume, resume=True, profile=profile, progress=not quiet, echo=click.echo
+    name = resume if resume is not None else out
+    try:
+        m = _run_training(
+            data_name, base, out, profile, config_file, lm_data, flags, resume, restart, quiet
         )
-    else:
-        if data_name is None or out is None:
-            raise click.UsageError("--data and --out are required (or --resume MODEL)")
-        prof = as_profile(profile)
-        cfg = resolve_config(prof, flags, config_file=config_file)
-        m = train_from_vault(
-            data_name,
-            base,
-            out,
-            cfg,
-            lm_data=list(lm_data),
-            profile=prof,
-            progress=not quiet,
-            echo=click.echo,
-        )
+    except KeyboardInterrupt:
+        _interrupted(name)
+        raise click.exceptions.Exit(130) from None
     acc = m.metrics.get("accuracy", float("nan"))
     parts = ""
     if "neural_accuracy" in m.metrics:
@@ -173,31 +162,62 @@ def train(
     )
 
 
-@click.command()
-@click.argument("model")
-@click.option("--data", "data_name", required=True, help="Vault dataset with labelled rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a PNG: confusion matrix and per-class P/R/F1.",
-)
-@click.option(
-    "--tfidf-weight",
-    type=float,
-    default=None,
-    metavar="W",
-    help="Score the mix at head weight W instead of the model's own.",
-)
-@PASSPHRASE_FILE
-def evaluate(
-    model: str, data_name: str, as_json: bool, plot: Path | None, tfidf_weight: float | None
-) -> None:
-    """Accuracy, per-class precision/recall/F1 and confusion matrix of MODEL on --data."""
-    from edge_tl.train.evaluate import evaluate_model, format_report, save_plot
+def _run_training(
+    data_name, base, out, profile, config_file, lm_data, flags, resume, restart, quiet
+):
+    """Start a run (or continue one with --resume) and return the stored model."""
+    from edge_tl.train.runner import train_from_vault
+    from edge_tl.train.settings import as_profile, resolve_config
 
-    r = evaluate_model(model, data_name, tfidf_weight=tfidf_weight)
-    if plot is not None:
-        save_plot(r, plot)
-    click.echo(json.dumps(r, indent=2) if as_json else format_report(r))
+    if resume is not None:
+        given = [
+            f
+            for f, v in (
+                ("--data", data_name),
+                ("--base", base),
+                ("--config", config_file),
+                ("--lm-data", lm_data),
+                ("--restart", restart),
+                *((f"--{k.replace('_', '-')}", 1) for k in flags),
+            )
+            if v
+        ]
+        if given or (out is not None and out != resume):
+            raise click.UsageError(
+                f"--resume continues with the run's own settings; drop {(given or ['--out'])[0]}"
+            )
+        return train_from_vault(
+            None, None, resume, resume=True, profile=profile, progress=not quiet, echo=click.echo
+        )
+    if data_name is None or out is None:
+        raise click.UsageError("--data and --out are required (or --resume MODEL)")
+    prof = as_profile(profile)
+    cfg = resolve_config(prof, flags, config_file=config_file)
+    return train_from_vault(
+        data_name,
+        base,
+        out,
+        cfg,
+        lm_data=list(lm_data),
+        profile=prof,
+        progress=not quiet,
+        echo=click.echo,
+        restart=restart,
+    )
+
+
+def _interrupted(name: str | None) -> None:
+    """After Ctrl-C: how to continue (the last checkpoint survives an interrupt)."""
+    from edge_tl.store.checkpoints import checkpoint_path
+
+    if name is not None and checkpoint_path(name).exists():
+        click.echo(
+            f"\nInterrupted. Continue from the last checkpoint with: edge-tl train --resume {name}",
+            err=True,
+        )
+    else:
+        click.echo(
+            "\nInterrupted before the first checkpoint; nothing to resume. Run the same "
+            "command again to start over.",
+            err=True,
+        )

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.train.baseline import train_tfidf
-from edge_tl.train.metrics import argmax, metrics_from_predictions
 
 ARM = "transfer+tfidf"
 

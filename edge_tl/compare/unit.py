@@ -22,12 +22,12 @@ from edge_tl.compare.resume import (
     unit_checkpoint_name,
     unit_checkpoints,
 )
+from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.train import recipe as _train
 from edge_tl.train.baseline import TfidfConfig, tfidf_accuracy
 from edge_tl.train.config import TrainConfig, config_dict
 from edge_tl.train.engine import numericalize, tokenize
 from edge_tl.train.evaluate import predict_proba_ids
-from edge_tl.train.metrics import argmax, metrics_from_predictions
 from edge_tl.train.settings import Run
 
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them

@@ -25,14 +25,14 @@ from torch import nn
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.bases.store import load_base
 from edge_tl.config import to_dict
+from edge_tl.deploy.artefact import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
 from edge_tl.deploy.onnx_head import add_to_graph
-from edge_tl.deploy.predict import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, tokenizer_spec
-from edge_tl.errors import ExportError
+from edge_tl.errors import ConfigError, EdgeTLError, ExportError
 from edge_tl.store.files import atomic_write, remove_stale_parts
 from edge_tl.store.keys import encrypt_for_device
 from edge_tl.store.models import TrainedModel
-from edge_tl.tfidf_head import SPEC_VERSION
+from edge_tl.tfidf_head import MIN_DOCS, SPEC_VERSION
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
 FORMAT_VERSION = 1  # the network alone
@@ -138,18 +138,39 @@ def stateless_wrapper(model: TrainedModel, keep_ids: list[int] | None = None):
     return Stateless().eval()
 
 
-def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str]]:
-    """Ids of `model.vocab` to keep for --vocab base, and the new vocab."""
+def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str], set[str]]:
+    """Ids of `model.vocab` to keep for --vocab base, the new vocab, and the base's words."""
     if not model.base:
+        n = len(model.vocab) - len(SPECIAL_TOKENS)
         raise ExportError(
-            f"model {model.name!r} was not fine-tuned from a base, so --vocab base has no "
-            "vocabulary to keep",
-            "export with --vocab full",
+            f"model {model.name!r} was trained without a base, so all {n:,} words of its "
+            "vocabulary were learned from your data and the default (--vocab base) keeps none",
+            "export with --vocab full to write them, knowing they leave the device",
         )
-
     base_vocab = set(load_base(model.base).vocab)
     keep = [i for i, t in enumerate(model.vocab) if i < len(SPECIAL_TOKENS) or t in base_vocab]
-    return keep, [model.vocab[i] for i in keep]
+    return keep, [model.vocab[i] for i in keep], base_vocab
+
+
+def private_counts(model: TrainedModel, min_docs: int = MIN_DOCS) -> dict[str, int] | None:
+    """How many tokens and TF-IDF n-grams `--vocab full` writes that `--vocab base` keeps back:
+    tokens outside the base's vocabulary, n-grams with such a word or in < min_docs texts
+    (None when the model's base is not installed here to compare with)."""
+    if model.base:
+        try:
+            keep, _, public = _base_vocab_keep(model)
+        except EdgeTLError:
+            return None
+    else:
+        keep, public = list(range(len(SPECIAL_TOKENS))), set(SPECIAL_TOKENS)
+    out = {"tokens": len(model.vocab) - len(keep), "ngrams": 0}
+    head = model.tfidf_head
+    if head is not None:
+        try:
+            out["ngrams"] = len(head.features) - len(head.shareable(public, min_docs))
+        except ConfigError:  # a head without document counts: only the word rule applies
+            out["ngrams"] = len(head.features) - len(head.shareable(public))
+    return out
 
 
 def build_metadata(
@@ -193,12 +214,17 @@ def to_onnx_bytes(
     model: TrainedModel,
     *,
     quantize: str | None = None,
-    vocab: str = "full",
+    vocab: str = "base",
+    min_docs: int = MIN_DOCS,
     tfidf_head: bool = True,
     tfidf_weight: float | None = None,
 ) -> bytes:
     """Serialised ONNX model (plaintext) for `model` (with its TF-IDF head, if it has one and
-    `tfidf_head`: format version 2; mixed at `tfidf_weight`, default the model's own)."""
+    `tfidf_head`: format version 2; mixed at `tfidf_weight`, default the model's own).
+
+    Private by default (`vocab="base"`): tokens outside the base's vocabulary are dropped, and
+    the head keeps only n-grams whose words are all in it and that occur in at least
+    `min_docs` training texts; `vocab="full"` writes everything."""
 
     head = model.tfidf_head if tfidf_head else None
     if tfidf_weight is not None and head is None:
@@ -213,13 +239,17 @@ def to_onnx_bytes(
         raise ExportError(f"unknown quantization {quantize!r}", "use --quantize int8 or none")
     if vocab not in ("full", "base"):
         raise ExportError(f"unknown vocab mode {vocab!r}", "use --vocab full or --vocab base")
+    if min_docs < 1:
+        raise ExportError(f"--min-docs {min_docs} is below 1", "give a count of texts, e.g. 5")
     if len(model.vocab) != model.model_cfg.vocab_size:
         raise ExportError(
             f"model {model.name!r}: vocab has {len(model.vocab)} tokens but the embedding "
             f"{model.model_cfg.vocab_size} rows",
             "the stored model is inconsistent; retrain it",
         )
-    keep, out_vocab = (None, list(model.vocab)) if vocab == "full" else _base_vocab_keep(model)
+    keep, out_vocab, public = None, list(model.vocab), set()
+    if vocab == "base":
+        keep, out_vocab, public = _base_vocab_keep(model)
     wrapper = stateless_wrapper(model, keep)
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 1, 1]], dtype=torch.int64)  # (batch, seq)
     lens = torch.tensor([4, 2], dtype=torch.int64)  # (batch,)
@@ -251,10 +281,10 @@ def to_onnx_bytes(
         "dropped_tokens": len(model.vocab) - len(out_vocab),
     }
     if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
-        if vocab == "base":  # its n-grams must not carry private-only words either
+        if vocab == "base":  # its n-grams must not carry private-only strings either
             n = len(head.features)
-            head = head.restricted(set(out_vocab))
-            extra["dropped_ngrams"] = n - len(head.features)
+            head = head.restricted(public, min_docs)
+            extra.update(dropped_ngrams=n - len(head.features), min_docs=min_docs)
         add_to_graph(proto, head)
     del proto.metadata_props[:]
     for k, v in build_metadata(model, out_vocab, extra, head).items():
@@ -328,7 +358,8 @@ def export_onnx(
     *,
     quantize: str | None = None,
     encrypt: bool = False,
-    vocab: str = "full",
+    vocab: str = "base",
+    min_docs: int = MIN_DOCS,
     external_data: bool = False,
     tfidf_head: bool = True,
     tfidf_weight: float | None = None,
@@ -344,7 +375,12 @@ def export_onnx(
             "drop one of the two flags",
         )
     data = to_onnx_bytes(
-        model, quantize=quantize, vocab=vocab, tfidf_head=tfidf_head, tfidf_weight=tfidf_weight
+        model,
+        quantize=quantize,
+        vocab=vocab,
+        min_docs=min_docs,
+        tfidf_head=tfidf_head,
+        tfidf_weight=tfidf_weight,
     )
     if encrypt:
         data = encrypt_for_device(data)
@@ -369,10 +405,12 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "FORMAT_VERSION_TFIDF",
+    "MIN_DOCS",
     "build_metadata",
     "data_header",
     "export_onnx",
     "fastai_classifier",
+    "private_counts",
     "split_external",
     "stateless_wrapper",
     "to_onnx_bytes",

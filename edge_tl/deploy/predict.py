@@ -5,32 +5,29 @@ This module must never import torch, fastai or spacy (tests check sys.modules).
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, Encoder, tokenizer_from_spec
-from edge_tl.errors import DataError, ExportError
-from edge_tl.store.keys import decrypt_on_device
-from edge_tl.tfidf_head import SPEC_VERSION, NgramCounter, feed_arrays, spec_problem
+from edge_tl.deploy.artefact import check_external_data, model_source, read_metadata
+from edge_tl.deploy.tokenizer import Encoder, tokenizer_from_spec
+from edge_tl.errors import DataError, DeviceError, ExportError
+from edge_tl.tfidf_head import NgramCounter, feed_arrays
 
-FORMAT_NAME = "edge_tl-onnx-classifier"
-FORMAT_VERSIONS = (1, 2)  # 2: with the TF-IDF head
-_AGE_MAGIC = b"age-encryption.org/v1"
-_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # Rows of similar length go together so little compute is spent on padding.
 MAX_BATCH = 32
 MAX_BATCH_TOKENS = 32 * 512
 # External-data layout (docs/onnx-format.md, "External-data variant").
-DATA_MAGIC = b"ETLXDAT1"
-DATA_VERSION = 1
-DATA_ALIGN = 4096  # header size and tensor alignment: page-aligned, so onnxruntime can mmap
+# Short names of onnxruntime's execution providers (`--provider`); a full name works too.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 
 
 @dataclass(frozen=True)
@@ -44,150 +41,6 @@ class Prediction:
     def score(self) -> float:
         """Probability of the predicted label."""
         return self.probs[self.label]
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    """The validated metadata of an exported model (docs/onnx-format.md)."""
-
-    format_version: int
-    labels: list[str]
-    vocab: list[str]
-    tokenizer: dict[str, Any]
-    provenance: dict[str, Any] = field(default_factory=dict)
-    external_data: dict[str, Any] | None = None
-    tfidf: dict[str, Any] | None = None  # version 2: the TF-IDF head's spec
-
-
-def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
-    raw = props.get(key)
-    if raw is None:
-        raise ExportError(f"model metadata has no {key}", "re-export the model with edge-tl export")
-    if not isinstance(raw, str):
-        raise ExportError(f"model metadata: {key} is not text")
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise ExportError(f"model metadata: {key} is not valid JSON", "re-export the model") from e
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ExportError(f"model metadata: {key} must be {what}", "re-export the model")
-    return value
-
-
-def read_metadata(props: Mapping[str, str]) -> ModelMeta:
-    """Validate an export's metadata_props; raise ExportError for anything not format 1."""
-    fmt = _json(props, "edge_tl.format", str, "a string") if "edge_tl.format" in props else None
-    if fmt != FORMAT_NAME:
-        raise ExportError(
-            "this is not an edge_tl model (no edge_tl format marker in its metadata)",
-            "give a file written by `edge-tl export`",
-        )
-    version = _json(props, "edge_tl.format_version", int, "an integer")
-    if version not in FORMAT_VERSIONS:
-        hint = "upgrade edge_tl" if version > max(FORMAT_VERSIONS) else "re-export it"
-        raise ExportError(
-            f"model file is format version {version}; this edge_tl reads versions "
-            f"{' and '.join(map(str, FORMAT_VERSIONS))}",
-            hint,
-        )
-    tfidf = None
-    if version == 2:
-        tfidf = _json(props, "edge_tl.tfidf", dict, "an object")
-        problem = (
-            "version must be 1" if tfidf.get("version") != SPEC_VERSION else spec_problem(tfidf)
-        )
-        if problem:
-            raise ExportError(f"model metadata: edge_tl.tfidf: {problem}", "re-export the model")
-    labels = _json(props, "edge_tl.labels", list, "a list of label names")
-    if (
-        not labels
-        or not all(isinstance(x, str) and x for x in labels)
-        or len(set(labels)) != len(labels)
-    ):
-        raise ExportError("model metadata: edge_tl.labels must be distinct non-empty strings")
-    vocab = _json(props, "edge_tl.vocab", list, "a list of tokens")
-    if not all(isinstance(t, str) for t in vocab) or vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
-        raise ExportError("model metadata: edge_tl.vocab must be tokens starting with xxunk..xxmaj")
-    if len(set(vocab[: len(SPECIAL_TOKENS)]) & set(vocab[len(SPECIAL_TOKENS) :])):
-        raise ExportError("model metadata: edge_tl.vocab repeats a special token")
-    tokenizer = _json(props, "edge_tl.tokenizer", dict, "an object")
-    provenance = _json(props, "edge_tl.provenance", dict, "an object")
-    ext = None
-    if "edge_tl.external_data" in props:
-        ext = _json(props, "edge_tl.external_data", dict, "an object")
-        loc, size, digest = ext.get("location"), ext.get("size"), ext.get("sha256")
-        plain = isinstance(loc, str) and loc not in ("", ".", "..") and not re.search(r"[/\\]", loc)
-        if not (
-            plain
-            and isinstance(size, int)
-            and not isinstance(size, bool)
-            and size >= DATA_ALIGN
-            and isinstance(digest, str)
-            and re.fullmatch(r"[0-9a-f]{64}", digest)
-        ):
-            raise ExportError(
-                "model metadata: edge_tl.external_data must name a file beside "
-                "the model, its size and its sha256",
-                "re-export the model",
-            )
-    return ModelMeta(version, labels, vocab, tokenizer, provenance, ext, tfidf)
-
-
-def check_external_data(model_path: Path, ext: Mapping[str, Any]) -> Path:
-    """The data file of an external-data export, after checking it belongs to this graph."""
-    data = Path(model_path).with_name(ext["location"])
-    try:
-        with data.open("rb") as f:
-            head = f.read(DATA_ALIGN)
-            size = f.seek(0, 2)
-    except OSError as e:
-        raise ExportError(
-            f"cannot read {data}, the weights of {model_path} ({e.strerror})",
-            "keep the .data file beside the model, or export again",
-        ) from e
-    if head[:8] != DATA_MAGIC or len(head) < 48:
-        raise ExportError(
-            f"{data} is not an edge_tl weights file", "export the model again and copy both files"
-        )
-    version = int.from_bytes(head[8:12], "little")
-    if version != DATA_VERSION:
-        raise ExportError(
-            f"{data} is weights format {version}; this edge_tl reads {DATA_VERSION}",
-            "re-export the model with this edge_tl",
-        )
-    if head[16:48].hex() != ext["sha256"] or size != ext["size"]:
-        raise ExportError(
-            f"{data} does not belong to {model_path} (another export's weights, or a truncated "
-            "or edited copy)",
-            "export the model again and copy both files together",
-        )
-    return data
-
-
-def read_model_bytes(path: Path | str) -> bytes:
-    """The plaintext ONNX bytes of `path`, decrypting an age-encrypted export in memory."""
-    src = model_source(path)
-    return src if isinstance(src, bytes) else Path(src).read_bytes()
-
-
-def model_source(path: Path | str) -> str | bytes:
-    """What onnxruntime should load: the path of a plaintext export, or decrypted bytes."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            head = f.read(64)
-            if not (head.startswith(_AGE_MAGIC) or head.lstrip().startswith(_ARMOR_BEGIN)):
-                # Loading from the path is about twice as fast as from a bytes copy.
-                return str(path)
-            data = head + f.read()
-    except FileNotFoundError as e:
-        raise ExportError(f"model file {path} does not exist", "check the path") from e
-    except IsADirectoryError as e:
-        raise ExportError(f"{path} is a folder, not a model file", "give the .onnx file") from e
-    except OSError as e:
-        raise ExportError(f"cannot read model file {path} ({e.strerror})") from e
-
-    return decrypt_on_device(data, what=f"model {path}")
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:
@@ -209,18 +62,45 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
     return (RuntimeError, ValueError, *found)
 
 
+def resolve_providers(names: Sequence[str] | None) -> list[str]:
+    """onnxruntime provider names for `names` (short or full; default CPU), each available in
+    this onnxruntime build; the CPU provider always comes last as the fallback."""
+    available = ort.get_available_providers()
+    out = []
+    for name in names or ["cpu"]:
+        full = PROVIDERS.get(name.lower(), name)
+        if full not in available:
+            raise DeviceError(
+                f"execution provider {name!r} is not available in this onnxruntime "
+                f"(it has: {', '.join(available)})",
+                "install onnxruntime-gpu (CUDA, TensorRT; on a Jetson the NVIDIA build) or use "
+                "--provider cpu",
+            )
+        out.append(full)
+    return [p for p in out if p != PROVIDERS["cpu"]] + [PROVIDERS["cpu"]]
+
+
 class Classifier:
-    """An exported edge_tl model, ready to classify texts (onnxruntime only)."""
+    """An exported edge_tl model, ready to classify texts (onnxruntime only).
 
-    def __init__(self, path: Path | str, *, threads: int | None = None) -> None:
+    Follows scikit-learn's habits: `predict` returns labels, `predict_proba` an array
+    (n_texts, n_class) whose columns are `classes_`; `classify` gives both per text."""
 
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
         self.path = Path(path)
+        providers = resolve_providers(providers)
         src = model_source(self.path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self._sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+            self._sess = ort.InferenceSession(src, opts, providers=providers)
         except _ort_errors() as e:
             if "external" in str(e).lower():
                 raise ExportError(
@@ -271,6 +151,18 @@ class Classifier:
             )
 
     @property
+    def classes_(self) -> Any:
+        """The labels, in the order of predict_proba's columns (a numpy array)."""
+        import numpy as np
+
+        return np.array(self.labels)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, first choice first."""
+        return list(self._sess.get_providers())
+
+    @property
     def provenance(self) -> dict[str, Any]:
         """Where the model came from (base, dataset fingerprint, metrics, versions)."""
         return dict(self.meta.provenance)
@@ -293,7 +185,7 @@ class Classifier:
         return [self._ngrams(t) for t in ([texts] if isinstance(texts, str) else texts)]
 
     def predict_proba(self, texts: Sequence[str]):
-        """Probabilities, a float32 array (n_texts, n_class)."""
+        """Probabilities, a float32 array (n_texts, n_class); columns in `classes_` order."""
         return self.proba_ids(self.encode(texts), self.ngram_counts(texts))
 
     def proba_ids(
@@ -301,6 +193,20 @@ class Classifier:
     ):
         """Probabilities for already-encoded texts (and, with a TF-IDF head, their
         `ngram_counts`), batched by length."""
+        return self.outputs_ids(ids, ngrams, ("probs",))[0]
+
+    def outputs_batched(self, texts: Sequence[str], names: Sequence[str] = ("probs",)) -> list:
+        """Named graph outputs for `texts`, batched by length like predict_proba."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.outputs_ids(self.encode(texts), self.ngram_counts(texts), names)
+
+    def outputs_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        ngrams: Sequence[dict[int, int]] | None,
+        names: Sequence[str],
+    ) -> list:
+        """Graph outputs `names` for encoded texts, rows of similar length run together."""
         import numpy as np
 
         if (ngrams is None) != (self._ngrams is None) or (
@@ -313,7 +219,7 @@ class Classifier:
             )
 
         n = len(ids)
-        probs = np.zeros((n, len(self.labels)), dtype=np.float32)
+        outs = [np.zeros((n, len(self.labels)), dtype=np.float32) for _ in names]
         order = sorted(range(n), key=lambda i: len(ids[i]))
         i = 0
         while i < n:
@@ -326,13 +232,15 @@ class Classifier:
             ):
                 j += 1
             rows = order[i:j]
-            probs[rows] = self._run(
-                ["probs"],
+            got = self._run(
+                list(names),
                 [ids[k] for k in rows],
                 None if ngrams is None else [ngrams[k] for k in rows],
-            )[0]
+            )
+            for out, part in zip(outs, got, strict=True):
+                out[rows] = part
             i = j
-        return probs
+        return outs
 
     def outputs(self, texts: Sequence[str], names: Sequence[str] = ("probs",)) -> list[Any]:
         """Named graph outputs for `texts`, run as one batch (version 2 also has
@@ -365,22 +273,23 @@ class Classifier:
                 "re-export the model with `edge-tl export`",
             ) from e
 
-    def predict(self, texts: Sequence[str] | str) -> list[Prediction]:
+    def classify(self, texts: Sequence[str] | str) -> list[Prediction]:
         """Predicted label and per-label probabilities for each text."""
         probs = self.predict_proba([texts] if isinstance(texts, str) else texts)
-        out = []
-        for row in probs:
-            d = {lab: float(p) for lab, p in zip(self.labels, row, strict=True)}
-            out.append(Prediction(self.labels[int(row.argmax())], d))
-        return out
+        return [self.prediction(row) for row in probs]
+
+    def prediction(self, row: Any) -> Prediction:
+        """The Prediction of one row of predict_proba."""
+        d = {lab: float(p) for lab, p in zip(self.labels, row, strict=True)}
+        return Prediction(self.labels[int(row.argmax())], d)
+
+    def predict(self, texts: Sequence[str] | str) -> list[str]:
+        """The predicted label of each text."""
+        return [p.label for p in self.classify(texts)]
 
 
 __all__ = [
     "Classifier",
-    "ModelMeta",
     "Prediction",
-    "check_external_data",
-    "model_source",
-    "read_metadata",
-    "read_model_bytes",
+    "resolve_providers",
 ]

@@ -338,8 +338,8 @@ def _check_unlisted(report: StoreReport, vid: str, path: Path, indexed: bool) ->
     if h.id != vid:
         report.add(
             path,
-            f"holds dataset id {h.id}, not the id in its file name (a renamed copy)",
-            "delete it if the dataset is listed under its own file",
+            f"holds dataset id {h.id}, not the id in its file name (renamed, swapped or a copy)",
+            "`edge-tl data reindex` renames it back to its id, or names it a copy to delete",
         )
     elif indexed:
         report.add(

@@ -1,4 +1,5 @@
-"""Where edge_tl keeps its state: $EDGE_TL_HOME (default ~/.edge_tl), folders 0700."""
+"""Where edge_tl keeps its state: `edge-tl --home DIR`, else $EDGE_TL_HOME, else ~/.edge_tl;
+folders 0700."""
 
 from __future__ import annotations
 
@@ -6,11 +7,22 @@ import os
 from pathlib import Path
 
 SUBDIRS = ("keys", "vault", "bases", "models", "runs")
+HOME_ENV = "EDGE_TL_HOME"
+
+_home: Path | None = None  # set by the CLI's --home for one command
+
+
+def set_home(path: Path | str | None) -> None:
+    """Use `path` as the home folder instead of $EDGE_TL_HOME (None: back to the default)."""
+    global _home
+    _home = Path(path).expanduser() if path is not None else None
 
 
 def home() -> Path:
-    """Return the edge_tl home folder (not created)."""
-    env = os.environ.get("EDGE_TL_HOME")
+    """Return the edge_tl home folder (not created): --home, $EDGE_TL_HOME, ~/.edge_tl."""
+    if _home is not None:
+        return _home
+    env = os.environ.get(HOME_ENV)
     return Path(env).expanduser() if env else Path.home() / ".edge_tl"
 
 

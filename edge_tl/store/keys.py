@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +13,15 @@ import pyrage
 
 from edge_tl.errors import DecryptError, IdentityError
 from edge_tl.store.files import atomic_write
-from edge_tl.store.home import subdir
+from edge_tl.store.home import ensure_dir, home, subdir
 
 PASSPHRASE_ENV = "EDGE_TL_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "EDGE_TL_PASSPHRASE_FILE"
 _ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 _AGE_MAGIC = b"age-encryption.org/v1"
+
+# (folder, pattern) of the files encrypted to the device identity
+_ENCRYPTED = (("vault", "*.age"), ("models", "*.etlm"), ("runs", "*.ckpt"))
 
 _passphrase_file: Path | None = None
 # (identity path, inode, mtime, size) -> unlocked identity; tests change EDGE_TL_HOME per test.
@@ -33,15 +38,22 @@ def recipient_path() -> Path:
     return subdir("keys") / "recipient.txt"
 
 
-def set_passphrase_file(path: Path | str | None) -> None:
-    """Use the first line of `path` as the passphrase when none is given (CLI --passphrase-file)."""
+def set_passphrase_file(path: Path | str | None) -> Path | None:
+    """Use the first line of `path` as the passphrase when none is given (CLI --passphrase-file);
+    return the file set before (to put it back)."""
     global _passphrase_file
-    _passphrase_file = Path(path) if path is not None else None
+    before = _passphrase_file
+    _passphrase_file = Path(path).expanduser() if path is not None else None
+    return before
 
 
 def passphrase_file() -> Path | None:
-    """The passphrase file set by set_passphrase_file, if any."""
-    return _passphrase_file
+    """The passphrase file: set_passphrase_file's (--passphrase-file), else
+    $EDGE_TL_PASSPHRASE_FILE, else None."""
+    if _passphrase_file is not None:
+        return _passphrase_file
+    env = os.environ.get(PASSPHRASE_FILE_ENV)
+    return Path(env).expanduser() if env else None
 
 
 def has_identity() -> bool:
@@ -54,8 +66,38 @@ def is_protected() -> bool:
     return _is_age(_read_identity_bytes())
 
 
-def init_identity(passphrase: str | None) -> str:
-    """Create the identity (passphrase-encrypted unless None); return its `age1…` recipient."""
+def encrypted_files() -> list[Path]:
+    """The files encrypted to the device identity: the vault, models and checkpoints."""
+    root = home()
+    out: list[Path] = []
+    for folder, pattern in _ENCRYPTED:
+        if (root / folder).is_dir():
+            out += sorted(p for p in (root / folder).glob(pattern) if p.is_file())
+    return out
+
+
+def describe_files(paths: list[Path]) -> str:
+    """`the vault (2 datasets and its index), 1 model and 1 training checkpoint`."""
+    vault = [p for p in paths if p.parent.name == "vault"]
+    datasets = _count(sum(p.name != "index.age" for p in vault), "dataset")
+    index = " and its index" if any(p.name == "index.age" for p in vault) else ""
+    parts = [f"the vault ({datasets}{index})"] if vault else []
+    for folder, what in (("models", "model"), ("runs", "training checkpoint")):
+        n = sum(p.parent.name == folder for p in paths)
+        if n:
+            parts.append(_count(n, what))
+    if len(parts) < 2:
+        return parts[0] if parts else "nothing"
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+def check_new_identity(force_new: bool = False) -> list[Path]:
+    """Refuse a new identity while one exists, or while files encrypted to a lost one remain
+    (unless `force_new`: starting over); return those files."""
     path = identity_path()
     if path.exists():
         raise IdentityError(
@@ -63,6 +105,35 @@ def init_identity(passphrase: str | None) -> str:
             "it is the only key to your vault, so it is never overwritten; "
             "`edge-tl keys show` prints its recipient",
         )
+    orphans = encrypted_files()
+    if orphans and not force_new:
+        raise IdentityError(
+            f"the device identity is missing, but {describe_files(orphans)} are encrypted to "
+            "it; a new identity could never read them",
+            "restore keys/identity.txt (and its passphrase) from your backup. To start over "
+            "without them, run `edge-tl keys init --force-new`: they are moved aside, not "
+            "deleted, and stay unreadable unless the old identity turns up",
+        )
+    return orphans
+
+
+def set_aside(paths: list[Path]) -> Path:
+    """Move files encrypted to a lost identity to <home>/unreadable-<UTC time>/<folder>/."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dest = home() / f"unreadable-{stamp}"
+    for p in paths:
+        folder = ensure_dir(dest / p.parent.name)
+        os.replace(p, folder / p.name)
+    return dest
+
+
+def init_identity(passphrase: str | None, *, force_new: bool = False) -> str:
+    """Create the identity (passphrase-encrypted unless None); return its `age1…` recipient.
+
+    With files encrypted to a lost identity still in the store it refuses, unless `force_new`
+    (starting over): then those files are moved aside (set_aside) first."""
+    path = identity_path()
+    orphans = check_new_identity(force_new)
     if passphrase is not None and not passphrase:
         raise IdentityError("the passphrase is empty", "give a passphrase, or use --no-passphrase")
     ident = pyrage.x25519.Identity.generate()
@@ -71,6 +142,8 @@ def init_identity(passphrase: str | None) -> str:
     text = f"# created: {created}\n# public key: {pub}\n{ident}\n".encode()
     if passphrase is not None:
         text = pyrage.passphrase.encrypt(text, passphrase, armored=True)
+    if orphans:
+        set_aside(orphans)
     atomic_write(recipient_path(), (pub + "\n").encode(), mode=0o600)
     atomic_write(path, text, mode=0o600)
     _cache.clear()
@@ -116,10 +189,24 @@ def load_identity(passphrase: str | None = None) -> pyrage.x25519.Identity:
                 "cannot decrypt the device identity: wrong key, or not an edge_tl vault",
                 f"check the passphrase (${PASSPHRASE_ENV}, --passphrase-file, or the prompt)",
             ) from e
+    else:
+        _warn_if_readable(path, st.st_mode)
     ident = _parse_identity(data, path)
     _cache.clear()
     _cache[key] = ident
     return ident
+
+
+def _warn_if_readable(path: Path, mode: int) -> None:
+    """An unencrypted identity other users may read is a copy of the vault key for them."""
+    loose = stat.S_IMODE(mode) & 0o077
+    if loose:
+        print(
+            f"Warning: {path} is not passphrase-protected and its mode "
+            f"{stat.S_IMODE(mode):04o} lets other users on this machine read it (and with it "
+            f"every dataset and model); run `chmod 600 {path}`",
+            file=sys.stderr,
+        )
 
 
 def encrypt_for_device(data: bytes) -> bytes:
@@ -179,11 +266,16 @@ def _parse_identity(data: bytes, path: Path) -> pyrage.x25519.Identity:
 
 
 def _find_passphrase() -> str:
+    # A flag beats the environment: --passphrase-file, $EDGE_TL_PASSPHRASE,
+    # $EDGE_TL_PASSPHRASE_FILE, then the prompt.
+    if _passphrase_file is not None:
+        return read_passphrase_file(_passphrase_file)
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
         return env
-    if _passphrase_file is not None:
-        return read_passphrase_file(_passphrase_file)
+    pw_file = passphrase_file()
+    if pw_file is not None:
+        return read_passphrase_file(pw_file)
     if sys.stdin is not None and sys.stdin.isatty():
         pw = getpass.getpass("Passphrase for the edge_tl identity: ")
         if pw:

@@ -140,6 +140,7 @@ def _head_tensors(head: TfidfHead) -> dict[str, Any]:
         "tfidf.idf": torch.from_numpy(head.idf),
         "tfidf.coef": torch.from_numpy(head.coef),
         "tfidf.intercept": torch.from_numpy(head.intercept),
+        **({} if head.doc_freq is None else {"tfidf.df": torch.from_numpy(head.doc_freq)}),
     }
 
 

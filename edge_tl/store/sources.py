@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import contextlib
 import csv
-import gzip
 import io
 import json
 import lzma
-import queue
-import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from edge_tl.errors import DataError
-from edge_tl.store.keys import decrypt_on_device, is_age_file
+from edge_tl.store.streams import open_source
 
 FORMATS = ("csv", "tsv", "jsonl", "folder")
 MAX_TEXT_CHARS = 1_000_000  # one text; far above any review or message, far below a whole book
@@ -29,11 +25,6 @@ _SUFFIX_FORMAT = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
 }
-_WRAPPERS: list[tuple[bytes, str, Callable[[IO[bytes]], IO[bytes]]]] = [
-    (b"\x1f\x8b", ".gz", lambda f: gzip.GzipFile(fileobj=f)),  # type: ignore[dict-item]
-    (b"\xfd7zXZ\x00", ".xz", lambda f: lzma.LZMAFile(f)),  # type: ignore[dict-item]
-    (b"BZh", ".bz2", lambda f: bz2.BZ2File(f)),  # type: ignore[dict-item]
-]
 _ENC_HINT = "pass --encoding with the file's encoding (for example --encoding latin-1)"
 Row = tuple[str, str | None]
 
@@ -59,69 +50,6 @@ class _Progress:
 
     def close(self) -> None:
         self.update(self.total)
-
-
-class _ReadAhead(io.RawIOBase):
-    """Decompresses on a worker thread (zlib, lzma and bz2 drop the GIL) while the caller parses."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, inner: IO[bytes], raw: IO[bytes]) -> None:
-        super().__init__()
-        self.inner, self.raw = inner, raw
-        self.position = 0  # compressed bytes consumed, for the progress bar
-        self._q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
-        self._stop = threading.Event()
-        self._buf, self._pos, self._eof = b"", 0, False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                chunk = self.inner.read(self.CHUNK)
-                self.position = self.raw.tell()
-                self._put(chunk)
-                if not chunk:
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed over to the reading thread
-            self._put(e)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self._pos >= len(self._buf):
-            if self._eof:
-                return 0
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if not item:
-                self._eof = True
-                return 0
-            self._buf, self._pos = item, 0
-        n = min(len(b), len(self._buf) - self._pos)
-        b[:n] = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stop.set()
-            self._thread.join()
-            self.inner.close()
-            self.raw.close()
-        super().close()
 
 
 def detect_format(source: Path) -> str:
@@ -151,8 +79,13 @@ def read_source(
     skip_empty: bool = False,
     max_chars: int = MAX_TEXT_CHARS,
     stats: dict[str, int] | None = None,
+    unlabelled: bool = False,
 ) -> Iterator[Row]:
-    """Yield (text, label or None) rows from a source, checking each; counts go into `stats`."""
+    """Yield (text, label or None) rows from a source, checking each; counts go into `stats`.
+
+    A CSV/TSV with no `label` column (and no label_col) is an error unless `unlabelled`: a data
+    owner whose labels sit in a column of another name would otherwise get an unlabelled
+    dataset without a word, and learn it only when training refuses it."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"source {source} does not exist", "check the path")
@@ -166,6 +99,7 @@ def read_source(
             f"unknown encoding {encoding!r}", "use a Python codec name such as utf-8 or latin-1"
         ) from None
     checker = _TextCheck(source.name, skip_empty, max_chars, stats if stats is not None else {})
+    checker.unlabelled = unlabelled
     if fmt == "folder":
         if text_col or label_col:
             raise DataError("--text-col and --label-col apply to csv, tsv and jsonl sources only")
@@ -184,6 +118,7 @@ class _TextCheck:
     def __init__(self, name: str, skip_empty: bool, max_chars: int, stats: dict[str, int]) -> None:
         self.name, self.skip_empty, self.max_chars = name, skip_empty, max_chars
         self.stats = stats
+        self.unlabelled = False  # a CSV/TSV without a label column is meant to be unlabelled
         stats["skipped_empty"] = 0
 
     def ok(self, text: str, where: str) -> bool:
@@ -204,30 +139,6 @@ class _TextCheck:
         return True
 
 
-def _open_binary(source: Path) -> tuple[IO[bytes], Callable[[], int], str]:
-    """Open a source: (byte stream, bytes-of-the-file-consumed function, inner name)."""
-    raw: IO[bytes] = open(source, "rb")  # noqa: SIM115 - closed by the caller
-    name = source.name
-    head = raw.read(64)
-    raw.seek(0)
-
-    if is_age_file(head):
-        data = raw.read()
-        raw.close()
-        # Decrypted in memory only; the plaintext never touches the disk.
-        raw = io.BytesIO(decrypt_on_device(data, f"source {source.name}"))
-        name = name.removesuffix(".age")
-        head = raw.read(64)
-        raw.seek(0)
-    for magic, suffix, opener in _WRAPPERS:
-        if head.startswith(magic):
-            ahead = _ReadAhead(opener(raw), raw)
-            # Closing the returned reader closes the decompressor and the file too.
-            stream = io.BufferedReader(ahead, buffer_size=1 << 20)
-            return stream, lambda a=ahead: a.position, name.removesuffix(suffix)
-    return raw, raw.tell, name
-
-
 def _text_stream(stream: IO[bytes], encoding: str) -> io.TextIOWrapper:
     # utf-8-sig drops a leading byte-order mark (Excel writes one) and is otherwise UTF-8.
     enc = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
@@ -236,7 +147,7 @@ def _text_stream(stream: IO[bytes], encoding: str) -> io.TextIOWrapper:
 
 def _bad_line(source: Path, encoding: str) -> int | None:
     """Find the first line that does not decode (rescans the source; error path only)."""
-    stream, _, _ = _open_binary(source)
+    stream, _, _ = open_source(source)
     dec = codecs.getincrementaldecoder(encoding)(errors="strict")
     try:
         for n, line in enumerate(stream, 1):
@@ -261,7 +172,7 @@ def _read_file(
     progress: bool,
 ) -> Iterator[Row]:
     size = source.stat().st_size
-    stream, position, _ = _open_binary(source)
+    stream, position, _ = open_source(source)
     bar = _Progress(size // 1024, progress)
     try:
         text = _text_stream(stream, encoding)
@@ -328,6 +239,12 @@ def _csv_rows(
                     "pass --text-col with the column that holds the text",
                 )
             li = _pick_column(header, label_col, "label", "--label-col", name)
+            if li is None and not checker.unlabelled:
+                raise DataError(
+                    f"{name}: no 'label' column; the columns are: {', '.join(header)}",
+                    "pass --label-col with the column that holds the labels, or --unlabelled "
+                    "to import the texts without labels (language-model data, --lm-data)",
+                )
             start = reader.line_num + 1
             for row in reader:
                 where = f"line {start}"

@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.multiclass import OneVsRestClassifier
 
 from edge_tl.errors import DataError
-from edge_tl.train.metrics import metrics_from_predictions
+from edge_tl.metrics import metrics_from_predictions
 
 DEFAULT_CS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
@@ -45,6 +45,7 @@ class TfidfModel:
     cv_accuracy: float
     folds: int
     seconds: float
+    doc_freq: Any = None  # int32 (F,): training texts each feature occurs in
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """Predicted label of every text."""
@@ -109,7 +110,10 @@ def train_tfidf(
     else:
         c, cv_acc, folds = cfg.cs[len(cfg.cs) // 2], float("nan"), 0
     model = clf(c).fit(x, y)
-    return TfidfModel(vec, model, names, float(c), cv_acc, folds, time.perf_counter() - t0)
+    # CSR column indices name each (text, feature) pair once: their counts are document counts
+    doc_freq = np.bincount(x.indices, minlength=x.shape[1]).astype(np.int32)
+    seconds = time.perf_counter() - t0
+    return TfidfModel(vec, model, names, float(c), cv_acc, folds, seconds, doc_freq)
 
 
 def tfidf_accuracy(

@@ -77,32 +77,62 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
 
     def __post_init__(self) -> None:
+        # (ok, key, value, allowed): an error names the key, its value and what it may be.
         checks = [
-            (0.0 < self.valid_pct < 1.0, "valid_pct", "a share between 0 and 1"),
-            (0.0 < self.lm_valid_pct < 1.0, "lm_valid_pct", "a share between 0 and 1"),
+            (0.0 < self.valid_pct < 1.0, "valid_pct", self.valid_pct, "a share between 0 and 1"),
+            (
+                0.0 < self.lm_valid_pct < 1.0,
+                "lm_valid_pct",
+                self.lm_valid_pct,
+                "a share between 0 and 1",
+            ),
             (
                 len(self.stages) >= 1 and all(e >= 0 for e in self.stages),
                 "stages",
+                list(self.stages),
                 "one or more epoch counts >= 0",
             ),
-            (self.lm_epochs >= 0 and self.lm_frozen_epochs >= 0, "lm_epochs", ">= 0"),
-            (self.lr > 0 and self.lm_lr > 0 and self.lm_lr_unfrozen > 0, "lr", "> 0"),
-            (self.bs >= 0 and self.lm_bs >= 0, "bs", ">= 0 (0 = planner)"),
-            (self.bptt >= 8, "bptt", ">= 8"),
-            (self.max_len >= self.bptt, "max_len", ">= bptt"),
-            (self.dtype in DTYPES, "dtype", " | ".join(DTYPES)),
-            (self.discriminative in DISCRIMINATIVE, "discriminative", " | ".join(DISCRIMINATIVE)),
-            (self.checkpoint_minutes >= 0, "checkpoint_minutes", ">= 0"),
-            (0.0 <= self.tfidf_weight <= 1.0, "tfidf_weight", "a share between 0 and 1"),
+            (self.lm_epochs >= 0, "lm_epochs", self.lm_epochs, ">= 0"),
+            (self.lm_frozen_epochs >= 0, "lm_frozen_epochs", self.lm_frozen_epochs, ">= 0"),
+            (self.lr > 0, "lr", self.lr, "> 0"),
+            (self.lm_lr > 0, "lm_lr", self.lm_lr, "> 0"),
+            (self.lm_lr_unfrozen > 0, "lm_lr_unfrozen", self.lm_lr_unfrozen, "> 0"),
+            (self.bs >= 0, "bs", self.bs, ">= 0 (0 = planner)"),
+            (self.lm_bs >= 0, "lm_bs", self.lm_bs, ">= 0 (0 = planner)"),
+            (self.bptt >= 8, "bptt", self.bptt, ">= 8"),
+            # fastai's SentenceEncoder keeps the last max_len tokens in bptt-long chunks; below
+            # 2 x bptt that window can hold only padding for a short document, and the pooling
+            # (masked_concat_pool) fails with an IndexError after the LM stage.
             (
-                self.min_freq >= 1 and self.max_vocab >= 16,
-                "min_freq",
-                "min_freq >= 1, max_vocab >= 16",
+                self.max_len >= 2 * self.bptt,
+                "max_len",
+                self.max_len,
+                f">= 2 x bptt ({2 * self.bptt} with bptt {self.bptt})",
             ),
+            (self.dtype in DTYPES, "dtype", self.dtype, " | ".join(DTYPES)),
+            (
+                self.discriminative in DISCRIMINATIVE,
+                "discriminative",
+                self.discriminative,
+                " | ".join(DISCRIMINATIVE),
+            ),
+            (self.checkpoint_minutes >= 0, "checkpoint_minutes", self.checkpoint_minutes, ">= 0"),
+            (
+                0.0 <= self.tfidf_weight <= 1.0,
+                "tfidf_weight",
+                self.tfidf_weight,
+                "a share between 0 and 1",
+            ),
+            (self.min_freq >= 1, "min_freq", self.min_freq, ">= 1"),
+            (self.max_vocab >= 16, "max_vocab", self.max_vocab, ">= 16"),
+            (self.threads >= 0, "threads", self.threads, ">= 0 (0 = from the idle cores)"),
         ]
-        for ok, key, want in checks:
+        for ok, key, value, want in checks:
             if not ok:
-                raise ConfigError(f"train config: {key} must be {want}", f"got {self}")
+                raise ConfigError(
+                    f"train config: {key} must be {want}",
+                    f"got {value!r}; change the flag or the config file that sets it",
+                )
 
     def stage_lr(self, k: int, pretrained: bool = True) -> float:
         """Peak learning rate of classifier stage k (flat `lr` when not discriminative)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import fastai.callback.schedule  # noqa: F401  (patches Learner.fit_one_cycle)
+import psutil
 import torch
 from fastai.callback.core import Callback, CancelBatchException
 from fastai.data.core import DataLoaders, TfmdDL
@@ -53,18 +54,44 @@ def numericalize(docs: Sequence[Sequence[str]], vocab: Sequence[str]) -> list[to
 
 
 def auto_threads(cores: int) -> int:
-    """Compute threads for this run: the cores other processes leave idle (at least 1).
+    """Compute threads for this run: the cores other processes leave idle now (at least 1)."""
+    return thread_plan(cores)[0]
+
+
+def thread_plan(cores: int, interval: float = 0.2) -> tuple[int, str]:
+    """Threads for this run and why: the usable cores that are idle right now (at least 1).
 
     OpenMP threads spin while waiting for each other; on a shared CPU an extra thread that
     has no core of its own makes every step slower (measured here: a 3-layer AWD-LSTM LM
-    step ran at 2,800 tokens/s with 1 thread and 1,000 with 2 at load average 12)."""
+    step ran at 2,800 tokens/s with 1 thread and 1,000 with 2 at load average 12). The load
+    average lags by minutes (an idle machine right after a job ended still reads busy), so the
+    CPU use of the usable cores is sampled over `interval` seconds instead; this process
+    sleeps meanwhile, so what is busy belongs to other processes."""
+    cores = max(1, cores)
+    busy = busy_cores(interval)
+    if busy is None:
+        return cores, f"all {cores} cores: CPU use could not be measured"
+    threads = max(1, min(cores, int(cores - busy + 0.5)))
+    if threads == cores:
+        return threads, f"all {cores} cores, idle now"
+    return threads, (
+        f"{busy:.1f} of {cores} cores busy with other processes now; --threads N overrides"
+    )
+
+
+def busy_cores(interval: float = 0.2) -> float | None:
+    """How many of the cores this process may use are busy (CPU use over `interval` s)."""
     try:
-        # The calling process is itself one runnable task (it was just tokenizing): only the
-        # load beyond it belongs to other processes.
-        busy = max(0.0, os.getloadavg()[0] - 1.0)
-    except OSError:
-        return max(1, cores)
-    return max(1, min(cores, int(cores - busy + 0.5)))
+        per_cpu = psutil.cpu_percent(interval=interval, percpu=True)
+    except (OSError, RuntimeError, AttributeError):
+        return None
+    if not per_cpu:
+        return None
+    try:
+        usable = [per_cpu[i] for i in sorted(os.sched_getaffinity(0)) if i < len(per_cpu)]
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS): every core
+        usable = per_cpu
+    return sum(usable or per_cpu) / 100.0
 
 
 # ---------------------------------------------------------------- data loaders

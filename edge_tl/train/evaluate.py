@@ -14,12 +14,12 @@ from matplotlib.figure import Figure
 
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.errors import ConfigError, DataError, ModelError
+from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.store.datasets import open_dataset
 from edge_tl.store.files import atomic_write
 from edge_tl.store.models import TrainedModel, load_model
 from edge_tl.train.engine import PAD, autocast_ctx, numericalize, tokenize
 from edge_tl.train.head import mixed_metrics
-from edge_tl.train.metrics import argmax, metrics_from_predictions
 
 
 def predict_proba_ids(
@@ -104,41 +104,6 @@ def evaluate_model(
     out = evaluate_texts(m, texts, labels, dtype=dtype)
     out.update(model=name, data=data, dataset_fingerprint=ds.fingerprint)
     return out
-
-
-def format_report(r: dict[str, Any]) -> str:
-    """Human-readable metrics table."""
-    names = r["labels"]
-    w = max(8, *(len(n) for n in names))
-    lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} rows (macro F1 {r['macro_f1']:.4f})"]
-    if "neural_accuracy" in r:  # a model with a TF-IDF head: the mix, then each part alone
-        lines.append(
-            f"(network alone {r['neural_accuracy']:.4f}, TF-IDF head alone "
-            f"{r['tfidf_accuracy']:.4f}; the model mixes them at head weight "
-            f"{r['tfidf_weight']:g})"
-        )
-        if r.get("weight_sweep"):
-            ws, accs = r["weight_sweep"], r["weight_sweep"].values()
-            lines.append(
-                f"head weight {' / '.join(ws)}: accuracy "
-                f"{' / '.join(f'{a:.4f}' for a in accs)} (export --tfidf-weight W "
-                "sets it; choose it on rows you do not report)"
-            )
-    lines += ["", f"{'label':<{w}}  precision  recall     f1  support"]
-    for n in names:
-        c = r["per_class"][n]
-        lines.append(
-            f"{n:<{w}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:5.4f}"
-            f"  {c['support']:7d}"
-        )
-    lines += [
-        "",
-        "confusion matrix (rows = true label, columns = predicted)",
-        " " * w + "  " + "  ".join(f"{n[:8]:>8}" for n in names),
-    ]
-    for n, row in zip(names, r["confusion_matrix"], strict=True):
-        lines.append(f"{n:<{w}}  " + "  ".join(f"{v:8d}" for v in row))
-    return "\n".join(lines)
 
 
 def plot_png(r: dict[str, Any]) -> bytes:

@@ -12,6 +12,7 @@ from fastai.metrics import accuracy
 from fastai.optimizer import Adam
 from fastai.text.learner import TextLearner
 
+from edge_tl.metrics import metrics_from_predictions
 from edge_tl.store.checkpoints import capture_rng, restore_rng
 from edge_tl.store.home import subdir
 from edge_tl.train import engine as fastcpu
@@ -25,7 +26,6 @@ from edge_tl.train.engine import (
     pooled_features,
 )
 from edge_tl.train.evaluate import predict_ids
-from edge_tl.train.metrics import metrics_from_predictions
 from edge_tl.train.settings import Run
 
 
@@ -51,13 +51,35 @@ def learner(dls, model, run: Run, lm: bool, cfg: TrainConfig, splitter):
         wd=cfg.wd,
         cbs=cbs,
     )
-    if not run.progress:
-        from fastai.callback.progress import ProgressCallback
-
-        learn.remove_cb(ProgressCallback)
-    if not run.progress:
-        learn.logger = lambda *a, **k: None  # no epoch table when quiet
+    _progress(learn, run)
     return learn
+
+
+def _progress(learn, run: Run) -> None:
+    """Bars and fastai's epoch table on a terminal; one plain line per epoch into a log (bars
+    write carriage returns); nothing when progress is off (--quiet)."""
+    if run.bars():
+        return
+    from fastai.callback.progress import ProgressCallback
+
+    learn.remove_cb(ProgressCallback)
+    learn.logger = _epoch_lines(learn, run.log) if run.progress else (lambda *a, **k: None)
+
+
+def _epoch_lines(learn, log):
+    """A fastai logger for logs: `epoch 1/3: train_loss 0.6931, valid_loss 0.6900, ...`."""
+
+    def write(row) -> None:
+        names = [str(n) for n in getattr(learn.recorder, "metric_names", [])][1:]
+        vals = list(row)
+        cells = [
+            f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
+            for n, v in zip(names, vals[1:], strict=False)
+        ]
+        epoch = vals[0] + 1 if vals and isinstance(vals[0], int) else "?"
+        log(f"epoch {epoch}/{getattr(learn, 'n_epoch', '?')}: " + ", ".join(cells))
+
+    return write
 
 
 def _torch_dtype(name: str):
@@ -133,12 +155,7 @@ def train_head_on_features(learn, model, ids, y, v_ids, v_y, n_epoch, lr, cfg, r
         wd=cfg.wd,
         moms=(0.8, 0.7, 0.8),
     )
-    if not run.progress:
-        from fastai.callback.progress import ProgressCallback
-
-        hl.remove_cb(ProgressCallback)
-    if not run.progress:
-        hl.logger = lambda *a, **k: None
+    _progress(hl, run)
     hl.fit_one_cycle(n_epoch, lr)
     copy_opt_state(hl.opt, learn.opt, list(head.layers.parameters()))
 

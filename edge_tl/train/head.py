@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_tl.tfidf_head import MISSING_LABEL_INTERCEPT, SWEEP, TfidfHead, head_proba, mix
+from edge_tl.metrics import mix_metrics
+from edge_tl.tfidf_head import MISSING_LABEL_INTERCEPT, TfidfHead, head_proba
 from edge_tl.train.baseline import train_tfidf
-from edge_tl.train.metrics import metrics_from_predictions
 
 
 def fit_head(
@@ -48,6 +48,7 @@ def fit_head(
         weight=weight,
         c=m.c,
         cv_accuracy=m.cv_accuracy,
+        doc_freq=m.doc_freq,
     )
 
 
@@ -56,23 +57,8 @@ def mixed_metrics(
 ) -> dict[str, Any]:
     """Metrics of the mix (what the exported model predicts) on labelled rows, with the
     network's and the head's own accuracy beside them."""
-
-    neural = np.asarray(neural, dtype=np.float32).reshape(len(texts), len(names))
-    tf = head_proba(head, texts)
-    gold = np.asarray(y)
-    out = metrics_from_predictions(
-        list(y), mix(neural, tf, head.weight).argmax(1).tolist(), list(names)
-    )
-    out.update(
-        neural_accuracy=float((neural.argmax(1) == gold).mean()),
-        tfidf_accuracy=float((tf.argmax(1) == gold).mean()),
-        tfidf_c=head.c,
-        tfidf_features=len(head.features),
-        tfidf_weight=head.weight,
-        weight_sweep={
-            f"{w:g}": float((mix(neural, tf, w).argmax(1) == gold).mean()) for w in SWEEP
-        },
-    )
+    out = mix_metrics(neural, head_proba(head, texts), head.weight, y, names)
+    out.update(tfidf_c=head.c, tfidf_features=len(head.features))
     return out
 
 

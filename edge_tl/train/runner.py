@@ -15,6 +15,7 @@ from edge_tl.errors import ConfigError, ModelError, StoreError
 from edge_tl.store.checkpoints import (
     Checkpoint,
     Position,
+    checkpoint_path,
     load_checkpoint,
     remove_checkpoint,
     save_checkpoint,
@@ -110,9 +111,15 @@ def train_from_vault(
     profile: Any = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    restart: bool = False,
 ) -> TrainedModel:
-    """Train `out_name` on vault dataset `data_name` (LM fine-tuning + classifier) and store it."""
-    job = _resolve_inputs(data_name, base_name, out_name, cfg, resume, list(lm_data), echo)
+    """Train `out_name` on vault dataset `data_name` (LM fine-tuning + classifier) and store it.
+
+    A checkpoint left by an interrupted run of `out_name` is continued with resume=True, or
+    dropped with restart=True; without either the run refuses to start (never overwrites it)."""
+    job = _resolve_inputs(
+        data_name, base_name, out_name, cfg, resume, list(lm_data), echo, restart=restart
+    )
     _hw, prof, run = resolve_runtime(job.cfg, profile, job.shape, progress)
     run.log, run.resume, run.save = echo, job.ck, _checkpointer(job, run)
     want_lm = not job.cfg.scratch or job.cfg.scratch_lm
@@ -147,10 +154,13 @@ def _resolve_inputs(
     resume: bool,
     lm_data: list[str],
     echo: Callable[[str], None],
+    restart: bool = False,
 ) -> _Inputs:
     """Start or resume: the settings, the dataset, the base and the model shape."""
     check_name(out_name)
     ck = None
+    if resume and restart:
+        raise ConfigError("--resume and --restart exclude each other", "pass one of them")
     if resume:
         ck = load_checkpoint(out_name)
         # Checkpoints from before lm_frozen_through_rnn existed ran fastai's way: finish so.
@@ -162,11 +172,7 @@ def _resolve_inputs(
             f"resuming {out_name}: {p.phase} stage {p.stage + 1}, epoch {p.epoch + 1}, "
             f"batch {p.batch}"
         )
-    elif model_path(out_name).exists():
-        raise StoreError(
-            f"model {out_name!r} already exists",
-            f"choose another --out name, or remove it with `edge-tl models rm {out_name}`",
-        )
+    drop_checkpoint = not resume and _check_fresh_start(out_name, restart)
     cfg = cfg or TrainConfig()
     if data_name is None:
         raise ConfigError("no dataset given", "pass --data NAME")
@@ -174,7 +180,8 @@ def _resolve_inputs(
     if ck is not None and ck.dataset_fingerprint != ds.fingerprint:
         raise ModelError(
             f"dataset {data_name!r} changed since the run started",
-            "start over without --resume (the checkpoint is for other data)",
+            f"start over with `edge-tl train --data {data_name} --out {out_name} --restart` "
+            "(the checkpoint is for other data)",
         )
     names = check_labels(ds.labels, cfg.valid_pct)
     lm_texts = list(ds.texts)
@@ -189,9 +196,32 @@ def _resolve_inputs(
         cfg = dataclasses.replace(cfg, arch=shape)
     if shape is None:
         raise ConfigError("no model shape for --scratch", "set `arch` in the train config")
+    if drop_checkpoint:  # only once the new run's inputs are known to be good
+        remove_checkpoint(out_name)
+        echo(f"dropped the checkpoint of the interrupted run of {out_name!r} (--restart)")
     return _Inputs(
         out_name, data_name, base_name, lm_data, cfg, ds, names, lm_texts, base, shape, ck
     )
+
+
+def _check_fresh_start(out_name: str, restart: bool) -> bool:
+    """A new run: its model must not exist; an interrupted run's checkpoint is never silently
+    overwritten (continue it with --resume, or drop it with --restart). True: drop it."""
+    if model_path(out_name).exists():
+        raise StoreError(
+            f"model {out_name!r} already exists",
+            f"choose another --out name, or remove it with `edge-tl models rm {out_name}`",
+        )
+    if not checkpoint_path(out_name).exists():
+        return False
+    if not restart:
+        raise StoreError(
+            f"an interrupted run of model {out_name!r} left a checkpoint "
+            f"(runs/{out_name}.ckpt); starting again would overwrite it",
+            f"continue it with `edge-tl train --resume {out_name}`, or start over with "
+            "--restart (drops the checkpoint)",
+        )
+    return True
 
 
 def _checkpointer(job: _Inputs, run: Run) -> Callable[..., None]:
@@ -236,7 +266,8 @@ def _plan_line(job: _Inputs, run: Run, prof: Any, lm_docs: list, lab_docs: list)
     )
     return (
         f"plan: profile {getattr(prof, 'name', '-')}, device {run.device}, dtype {run.dtype}, "
-        f"{threads} threads; LM batch {run.lm_bs} x bptt {cfg.bptt}, classifier batch "
+        f"{threads} threads ({run.threads_why or 'set by the caller'}); LM batch {run.lm_bs} "
+        f"x bptt {cfg.bptt}, classifier batch "
         f"{run.bs} (max {cfg.max_len} tokens); {len(lab_docs)} labelled rows, "
         f"{len(job.names)} labels; ~{lm_tokens:,} LM + ~{int(clas_tokens):,} classifier "
         f"tokens; {when}"

@@ -23,7 +23,7 @@ from edge_tl.hardware.planner import plan
 from edge_tl.hardware.profiles import DeviceProfile, auto_select, load_profile
 from edge_tl.hardware.runtime import choose_runtime
 from edge_tl.train.config import DTYPES, TrainConfig
-from edge_tl.train.engine import auto_threads
+from edge_tl.train.engine import thread_plan
 
 
 @dataclass
@@ -34,11 +34,23 @@ class Run:
     dtype: str = "fp32"
     bs: int = 64
     lm_bs: int = 64
-    progress: bool = True
+    progress: bool = True  # bars on a terminal, else one line per epoch; False: neither
+    threads_why: str = ""  # why this many threads, for the plan line
     save: Callable[..., None] | None = None  # save(phase, stage, epoch, batch, learn, extra)
     resume: Any = None  # a checkpoint.Checkpoint to continue from
     log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr))
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def bars(self) -> bool:
+        """Progress bars: only when asked for and stdout is a terminal (never into a log file)."""
+        return self.progress and _is_terminal(sys.stdout)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -102,9 +114,11 @@ def resolve_runtime(
     lm_bs = plan(hw, prof, shape, "lm_train").batch_size
     bs = plan(hw, prof, shape, "clas_train").batch_size
     if cfg.threads:
-        threads = cfg.threads
+        threads, why = cfg.threads, "set by --threads, the train config or the device profile"
     elif device == "cpu":
-        threads = auto_threads(threads or torch.get_num_threads())
+        threads, why = thread_plan(threads or torch.get_num_threads())
+    else:
+        why = f"{device} trains; the CPU only feeds it"
     if threads:
         torch.set_num_threads(threads)
     run = Run(
@@ -113,6 +127,7 @@ def resolve_runtime(
         progress=progress,
         bs=cfg.bs or min(bs, 64),
         lm_bs=cfg.lm_bs or min(lm_bs, 64),
+        threads_why=why,
     )
     if log is not None:
         run.log = log
@@ -132,7 +147,7 @@ def resolve_config(
     if profile is not None:
         data.update(
             bptt=profile.bptt,
-            max_len=max(profile.max_seq_len, profile.bptt),
+            max_len=max(profile.max_seq_len, 2 * profile.bptt),  # TrainConfig needs 2 x bptt
             threads=profile.threads,
         )
         if profile.dtype in DTYPES:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tinydata import popen_child
 
 from edge_tl.awd_lstm import lm_state_keys
 from edge_tl.bases import store as bases
@@ -190,7 +189,7 @@ def test_killed_import_is_invisible_and_cleaned(tmp_path):
         "b.verify_bundle = lambda *a, **k: time.sleep(60)\n"  # hold the import after copying
         f"b.import_base({str(b)!r}, allow_unsigned=True)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    proc = popen_child([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 20
         while not any(n.endswith(".part") for n in store_entries()):

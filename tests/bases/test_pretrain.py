@@ -6,8 +6,14 @@ import csv
 import json
 import lzma
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
 
 import pytest
+from tinydata import popen_child, wait_for_writes
 
 from edge_tl.bases.corpus import read_corpus
 from edge_tl.bases.pretrain import PretrainConfig, pretrain
@@ -57,30 +63,68 @@ def test_read_corpus_bad_inputs(tmp_path):
         list(read_corpus([tmp_path / "bad.txt"]))
 
 
-def test_tiny_pretrain_interrupt_and_resume(tmp_path):
+PRETRAIN_CHILD = """
+import sys
+from pathlib import Path
+from edge_tl.bases.pretrain import PretrainConfig, pretrain
+corpus, work, valid = map(Path, sys.argv[1:])
+cfg = PretrainConfig(**{cfg!r})
+pretrain([corpus], work, cfg, valid=[valid], log=print)
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiny_pretrain_interrupt_and_resume(tmp_path, seed):
+    """SIGKILL a pretraining process after a random number of its per-step checkpoints, then
+    rerun: it resumes at the checkpoint's step, finishes the schedule and has learnt."""
+    import torch
+
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(_paragraphs(400)), encoding="utf-8")
     valid = tmp_path / "valid.txt"
     valid.write_text("\n\n".join(_paragraphs(60)[::-1]), encoding="utf-8")
-    cfg = PretrainConfig(
+    fields = dict(
         size="tiny",
-        max_tokens=6 * 16 * 20,
+        max_tokens=40 * 16 * 20,  # 40 steps, two passes over the corpus
         batch_size=16,
         bptt=20,
         valid_tokens=500,
         min_freq=1,
         bf16=False,
         threads=1,
+        checkpoint_minutes=0.0,  # a checkpoint after every step
     )
+    cfg = PretrainConfig(**fields)
     work = tmp_path / "work"
-    # max_minutes=0 stops after the first step, as a kill would, leaving a checkpoint.
-    assert pretrain([corpus], work, cfg, valid=[valid], max_minutes=0, log=lambda m: None) is None
-    assert (work / "checkpoint.pt").exists()
+    code = PRETRAIN_CHILD.format(cfg=fields)
+    proc = popen_child(
+        [sys.executable, "-c", code, corpus, work, valid],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_writes(proc, work / "checkpoint.pt", random.Random(seed).randint(1, 30))
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (work / "stats.json").exists()  # killed before the end
+    step = torch.load(work / "checkpoint.pt", weights_only=True)["step"]  # whole: atomic
+    assert 1 <= step < 40
     logs: list[str] = []
-    result = pretrain([corpus], work, cfg, valid=[valid], log=logs.append)
+    threads = torch.get_num_threads()
+    try:
+        result = pretrain([corpus], work, cfg, valid=[valid], log=logs.append)
+    finally:
+        torch.set_num_threads(threads)  # the config's 1 must not slow the next tests
     assert result is not None
-    assert any(m.startswith("resumed at step 1/") for m in logs)
-    assert result.stats["steps"] == 6
+    assert f"resumed at step {step}/40" in "\n".join(logs), logs
+    assert result.stats["steps"] == 40
     uniform = len(result.vocab)
     # A trained model must beat the uniform guess on held-out text from the same generator.
     assert math.isfinite(result.stats["valid_perplexity"])

@@ -189,3 +189,26 @@ def test_stratified_nested_subsets_errors():
         data.stratified_nested_subsets(["a", "b", "c"], [2], 0)
     with pytest.raises(DataError, match="not a positive integer"):
         data.stratified_nested_subsets(["a", "b"], [0], 0)
+
+
+def test_list_header_lines_up_with_short_names(device):
+    """Every name shorter than the NAME header pushed the header out of line."""
+    data.save_dataset("ab", ["one text", "two text"], ["x", "y"])
+    data.save_dataset("c", ["three", "four"], ["x", "y"])
+    header, first, second = _run("data", "list")[1].splitlines()
+    assert header.index("ROWS") + len("ROWS") == first.index("2") + 1 == second.index("2") + 1
+    assert header.index("LABELS") == first.index("x,y") == second.index("x,y")
+    assert header.index("CREATED") == first.index(data.dataset_info("ab").created)
+
+
+def test_import_csv_without_label_column_needs_label_col_or_unlabelled(device, tmp_path):
+    src = _csv(tmp_path, "text,stars\nloved it,5\nhated it,1\n")
+    code, out = _run("data", "import", str(src), "--name", "r")
+    assert code == 1 and out.startswith(
+        "Error: d.csv: no 'label' column; the columns are: text, stars. pass --label-col"
+    )
+    assert data.list_datasets() == []
+    assert _run("data", "import", str(src), "--name", "r", "--label-col", "stars")[0] == 0
+    code, out = _run("data", "import", str(src), "--name", "lm", "--unlabelled")
+    assert code == 0, out
+    assert data.dataset_info("lm").unlabelled == 2

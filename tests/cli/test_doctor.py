@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from click.testing import CliRunner
+from tinydata import run_child
 
 from edge_tl.cli import cli
 from edge_tl.config import ModelConfig
@@ -42,17 +43,41 @@ def test_json_reports_this_machine():
         )
 
 
-def test_json_on_the_reference_box():
-    # The issue's reference machine: 2 cores, bf16-capable CPU, ~24 GiB, no GPU.
-    out = json.loads(run("--json").output)
-    hw = out["hardware"]
-    if (hw["cores"], hw["cuda"]) != (2, []) or not 22 < hw["ram_total_gib"] < 26:
-        import pytest
+@pytest.mark.parametrize(
+    ("flags", "bf16", "dtype"),
+    [("avx2 fma avx512f avx512_bf16", True, "bf16"), ("avx2 fma avx512f", False, "fp32")],
+)
+def test_json_on_the_reference_box(tmp_path, monkeypatch, flags, bf16, dtype):
+    """The reference machine (2 cores, 24 GiB, no GPU), injected into detect(): the laptop
+    profile and a CPU runtime, in bf16 exactly when the CPU reports native bf16."""
+    from edge_tl.hardware import device
 
-        pytest.skip("not the 2-core / 24 GiB reference machine")
-    assert hw["cpu_bf16"] is True
-    assert out["profile"]["name"] == "laptop-cpu-16gb"
-    assert out["runtime"]["device"] == "cpu"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"model name\t: Reference CPU\nflags\t\t: fpu sse4_2 avx {flags}\n")
+    real_detect = device.detect
+
+    def detect() -> device.Hardware:
+        return real_detect(
+            cpuinfo=cpuinfo,
+            tegra_release=tmp_path / "absent",
+            dt_model=tmp_path / "absent",
+            machine="x86_64",
+            memory=lambda: (24 * GiB, 20 * GiB),
+            cores=lambda: (2, 2),
+            cuda=tuple,
+            mps=lambda: False,
+        )
+
+    monkeypatch.setattr(device, "detect", detect)
+    r = run("--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    hw = out["hardware"]
+    assert (hw["cores"], hw["cuda"], hw["ram_total_gib"]) == (2, [], 24.0)
+    assert hw["cpu_model"] == "Reference CPU" and hw["cpu_bf16"] is bf16
+    assert out["profile"]["name"] == "laptop-cpu-16gb" and out["profile"]["auto_selected"]
+    assert (out["runtime"]["device"], out["runtime"]["dtype"]) == ("cpu", dtype)
+    assert out["runtime"]["autocast"] is bf16 and out["runtime"]["threads"] == 2
 
 
 def test_human_output_with_given_profile():
@@ -134,7 +159,7 @@ def test_doctor_does_not_import_torch_on_a_cpu_box():
         "finally:\n"
         "    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
     )
-    r = subprocess.run(
+    r = run_child(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
     )
     assert r.returncode == 0, r.stderr

@@ -92,7 +92,7 @@ def model() -> TrainedModel:
 def fp32_bytes(model: TrainedModel) -> bytes:
     from edge_tl.deploy.export import to_onnx_bytes
 
-    return to_onnx_bytes(model)
+    return to_onnx_bytes(model, vocab="full")
 
 
 def test_graph_contract(fp32_bytes: bytes) -> None:
@@ -149,7 +149,7 @@ def test_int8_uses_dynamic_quantized_lstm(model, fp32_bytes) -> None:
 
     from edge_tl.deploy.export import to_onnx_bytes
 
-    q = to_onnx_bytes(model, quantize="int8")
+    q = to_onnx_bytes(model, quantize="int8", vocab="full")
     ops = {n.op_type for n in onnx.load_from_string(q).graph.node}
     assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
     seqs = random_seqs(model, [5, 12, 30], seed=1)
@@ -163,8 +163,8 @@ def test_vocab_base_drops_private_tokens(model, monkeypatch) -> None:
     import onnxruntime as ort
 
     import edge_tl.deploy.export
+    from edge_tl.deploy.artefact import read_metadata
     from edge_tl.deploy.export import to_onnx_bytes
-    from edge_tl.deploy.predict import read_metadata
 
     base_vocab = [*SPECIAL_TOKENS, *WORDS, "unused"]
     monkeypatch.setattr(
@@ -181,7 +181,7 @@ def test_vocab_base_drops_private_tokens(model, monkeypatch) -> None:
     emb = [i for i in onnx.load_from_string(data).graph.initializer if i.name == "emb.weight"]
     assert list(emb[0].dims) == [len(meta.vocab), 8]
     # A text made only of base words predicts exactly as with the full vocabulary.
-    full = ort.InferenceSession(to_onnx_bytes(model))
+    full = ort.InferenceSession(to_onnx_bytes(model, vocab="full"))
     seqs = random_seqs(model, [9, 4], seed=5)
     seqs = [[t if t < len(meta.vocab) else 9 for t in s] for s in seqs]
     got = run_padded(ort.InferenceSession(data), seqs)
@@ -194,7 +194,7 @@ def test_vocab_base_needs_a_base(model) -> None:
     from edge_tl.deploy.export import to_onnx_bytes
     from edge_tl.errors import ExportError
 
-    with pytest.raises(ExportError, match="was not fine-tuned from a base"):
+    with pytest.raises(ExportError, match="was trained without a base, so all 31 words"):
         to_onnx_bytes(replace(model, base=None), vocab="base")
 
 
@@ -207,14 +207,17 @@ def test_cli_export_plain_and_encrypted(model, tmp_path: Path, monkeypatch) -> N
 
     monkeypatch.setattr(edge_tl.store.models, "load_model", lambda name: model, raising=False)
     out = tmp_path / "m.onnx"
-    res = CliRunner().invoke(cli, ["export", "tiny", "--out", str(out)])
+    res = CliRunner().invoke(cli, ["export", "tiny", "--out", str(out), "--vocab", "full"])
     assert res.exit_code == 0, res.output
-    assert res.output.startswith(f"Exported tiny to {out} (")
+    assert res.output.splitlines()[-1].startswith(f"Exported tiny to {out} (")
+    assert res.output.startswith("--vocab full: writing the whole vocabulary (base 'fakebase'")
     onnx.checker.check_model(onnx.load(out))
 
     keys.init_identity(None)
     enc = tmp_path / "m.onnx.age"
-    res = CliRunner().invoke(cli, ["export", "tiny", "--out", str(enc), "--encrypt"])
+    res = CliRunner().invoke(
+        cli, ["export", "tiny", "--out", str(enc), "--encrypt", "--vocab", "full"]
+    )
     assert res.exit_code == 0, res.output
     raw = enc.read_bytes()
     assert raw.startswith(b"age-encryption.org/v1") and b"edge_tl.vocab" not in raw

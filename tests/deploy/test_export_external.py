@@ -26,9 +26,9 @@ def pair(model, tmp_path: Path) -> tuple[Path, Path]:
     """One model exported both ways: (single file, external-data graph)."""
     from edge_tl.deploy.export import export_onnx
 
-    single = export_onnx(model, tmp_path / "single.onnx")
+    single = export_onnx(model, tmp_path / "single.onnx", vocab="full")
     (tmp_path / "ext").mkdir()
-    ext = export_onnx(model, tmp_path / "ext" / "m.onnx", external_data=True)
+    ext = export_onnx(model, tmp_path / "ext" / "m.onnx", external_data=True, vocab="full")
     return single, ext
 
 
@@ -86,7 +86,7 @@ def test_int8_external(model, tmp_path: Path) -> None:
     from edge_tl.deploy.export import export_onnx
     from edge_tl.deploy.predict import Classifier
 
-    p = export_onnx(model, tmp_path / "q.onnx", quantize="int8", external_data=True)
+    p = export_onnx(model, tmp_path / "q.onnx", quantize="int8", external_data=True, vocab="full")
     probs = Classifier(p).proba_ids(random_seqs(model, [4, 9]))
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
@@ -119,7 +119,9 @@ def test_reader_rejects_a_data_file_that_is_not_this_graphs(model, pair, damage:
     elif damage == "extended":
         data.write_bytes(data.read_bytes() + b"\0" * 4096)
     else:  # same shapes, other weights: another export's data file copied over this one's
-        other = export_onnx(tiny_model(seed=4), ext.with_name("o.onnx"), external_data=True)
+        other = export_onnx(
+            tiny_model(seed=4), ext.with_name("o.onnx"), external_data=True, vocab="full"
+        )
         shutil.copyfile(other.with_name("o.onnx.data"), data)
     with pytest.raises(ExportError) as e:
         Classifier(ext)
@@ -128,7 +130,7 @@ def test_reader_rejects_a_data_file_that_is_not_this_graphs(model, pair, damage:
 
 @pytest.mark.parametrize("location", ["../m.onnx.data", "/tmp/x.data", "", "a\\b"])
 def test_reader_rejects_a_location_outside_the_folder(pair, location: str) -> None:
-    from edge_tl.deploy.predict import read_metadata
+    from edge_tl.deploy.artefact import read_metadata
 
     _, ext = pair
     proto = onnx.load(ext, load_external_data=False)
@@ -156,7 +158,7 @@ def test_killed_between_the_two_writes_is_caught(model, pair, monkeypatch) -> No
 
     monkeypatch.setattr(edge_tl.deploy.export, "atomic_write", die_on_graph)
     with pytest.raises(KeyboardInterrupt):
-        edge_tl.deploy.export.export_onnx(tiny_model(seed=5), ext, external_data=True)
+        edge_tl.deploy.export.export_onnx(tiny_model(seed=5), ext, external_data=True, vocab="full")
     with pytest.raises(ExportError, match="does not belong"):
         Classifier(ext)
 
@@ -168,7 +170,9 @@ def test_cli_external_data_and_its_conflicts(model, tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(edge_tl.store.models, "load_model", lambda name: model, raising=False)
     out = tmp_path / "m.onnx"
-    res = CliRunner().invoke(cli, ["export", "tiny", "--out", str(out), "--external-data"])
+    res = CliRunner().invoke(
+        cli, ["export", "tiny", "--out", str(out), "--external-data", "--vocab", "full"]
+    )
     assert res.exit_code == 0, res.output
     assert "weights in m.onnx.data" in res.output
     res = CliRunner().invoke(cli, ["predict", str(out), "the movie was great", "--json"])

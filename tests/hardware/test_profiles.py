@@ -262,5 +262,13 @@ def test_auto_select_none_matches():
 
 
 def test_builtin_files_are_plain_toml():
-    for path in REPO_PROFILES.glob("*.toml"):
-        tomllib.loads(path.read_text())
+    """Both copies (the checkout's and the packaged one) hold every required profile, each a
+    plain TOML file named after its `name`, and the copies are the same files."""
+    packaged = REPO_PROFILES.parent / "edge_tl" / "device_profiles"
+    found = {
+        d: {p.name: p.read_bytes() for p in d.glob("*.toml")} for d in (REPO_PROFILES, packaged)
+    }
+    assert found[REPO_PROFILES] == found[packaged]
+    assert {Path(n).stem for n in found[packaged]} >= REQUIRED
+    for name, raw in found[packaged].items():
+        assert tomllib.loads(raw.decode("utf-8"))["name"] == Path(name).stem

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 
 import pyrage
 import pytest
 from click.testing import CliRunner
+from tinydata import child_env, guarded, run_child
 
 from edge_tl.cli import cli
 from edge_tl.errors import DecryptError, IdentityError
@@ -166,16 +165,15 @@ def test_show_without_identity_and_damaged_identity():
         keys.load_identity()
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the `age` CLI is not installed")
-def test_stock_age_uses_the_identity_file(tmp_path):
+def test_stock_age_uses_the_identity_file(tmp_path, age_cli):
     pub = keys.init_identity(None)
     msg = tmp_path / "m.txt"
     msg.write_bytes(b"hello device")
     enc = tmp_path / "m.age"
-    subprocess.run(["age", "-r", pub, "-o", str(enc), str(msg)], check=True)
+    run_child([age_cli, "-r", pub, "-o", enc, msg], check=True)
     assert keys.decrypt_on_device(enc.read_bytes(), "m.age") == b"hello device"
-    out = subprocess.run(
-        ["age", "-d", "-i", str(keys.identity_path())],
+    out = run_child(
+        [age_cli, "-d", "-i", keys.identity_path()],
         input=keys.encrypt_for_device(b"from edge_tl"),
         capture_output=True,
         check=True,
@@ -183,8 +181,7 @@ def test_stock_age_uses_the_identity_file(tmp_path):
     assert out.stdout == b"from edge_tl"
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the `age` CLI is not installed")
-def test_stock_age_unlocks_a_passphrase_protected_identity(tmp_path):
+def test_stock_age_unlocks_a_passphrase_protected_identity(tmp_path, age_cli):
     """The user is never locked out: age itself prompts for the passphrase and decrypts."""
     pty = pytest.importorskip("pty")
     import select
@@ -194,9 +191,11 @@ def test_stock_age_unlocks_a_passphrase_protected_identity(tmp_path):
     enc = tmp_path / "m.age"
     enc.write_bytes(keys.encrypt_for_device(b"hello protected"))
     out = tmp_path / "m.out"
+    argv = guarded([age_cli, "-d", "-i", keys.identity_path(), "-o", out, enc])
+    env = child_env()
     pid, fd = pty.fork()
     if pid == 0:  # child: age reads the passphrase from its terminal
-        os.execvp("age", ["age", "-d", "-i", str(keys.identity_path()), "-o", str(out), str(enc)])
+        os.execvpe(argv[0], argv, env)
     transcript, sent, t0 = b"", False, time.time()
     while time.time() - t0 < 60:
         ready, _, _ = select.select([fd], [], [], 0.5)
@@ -230,3 +229,88 @@ def test_wrong_passphrase_import_writes_nothing(monkeypatch, tmp_path):
     )
     vault = keys.identity_path().parent.parent / "vault"
     assert not vault.exists() or [p.name for p in vault.iterdir()] in ([], [".lock"])
+
+
+def test_keys_init_after_a_lost_identity_refuses_unless_force_new(edge_tl_home):
+    """A new identity cannot read what the lost one encrypted: refused unless starting over,
+    and then those files are moved aside (not deleted) so the next import works."""
+    from edge_tl.store import datasets
+
+    keys.init_identity(None)
+    datasets.save_dataset("old", ["a text", "b text"], ["x", "y"])
+    (edge_tl_home / "models").mkdir(mode=0o700)
+    (edge_tl_home / "models" / "m.etlm").write_bytes(keys.encrypt_for_device(b"model"))
+    keys.identity_path().unlink()
+    keys._cache.clear()
+    before = sorted(p.name for p in (edge_tl_home / "vault").iterdir())
+    result = CliRunner().invoke(cli, ["keys", "init", "--no-passphrase"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: the device identity is missing, but the vault (1 dataset and its index) and 1 "
+        "model are encrypted to it; a new identity could never read them. restore "
+        "keys/identity.txt (and its passphrase) from your backup. To start over without them, "
+        "run `edge-tl keys init --force-new`: they are moved aside, not deleted, and stay "
+        "unreadable unless the old identity turns up\n"
+    )
+    assert not keys.has_identity()
+    assert sorted(p.name for p in (edge_tl_home / "vault").iterdir()) == before
+    result = CliRunner().invoke(cli, ["keys", "init", "--no-passphrase", "--force-new"])
+    assert result.exit_code == 0, result.output
+    assert "Moved the vault (1 dataset and its index) and 1 model, encrypted to the lost " in (
+        result.stderr
+    )
+    aside = list(edge_tl_home.glob("unreadable-*"))
+    assert len(aside) == 1 and (aside[0] / "models" / "m.etlm").is_file()
+    assert len(list((aside[0] / "vault").glob("*.age"))) == 2
+    datasets.save_dataset("new", ["c text", "d text"], ["x", "y"])  # no stale index in the way
+    assert [i.name for i in datasets.list_datasets()] == ["new"]
+
+
+def test_world_readable_unencrypted_identity_warns(capsys):
+    keys.init_identity(None)
+    path = keys.identity_path()
+    keys._cache.clear()
+    keys.load_identity()
+    assert capsys.readouterr().err == ""  # 0600: nothing to say
+    os.chmod(path, 0o644)
+    keys._cache.clear()
+    keys.load_identity()
+    err = capsys.readouterr().err
+    assert err == (
+        f"Warning: {path} is not passphrase-protected and its mode 0644 lets other users on "
+        "this machine read it (and with it every dataset and model); run "
+        f"`chmod 600 {path}`\n"
+    )
+
+
+def test_home_and_passphrase_file_on_the_root_command(monkeypatch, tmp_path, edge_tl_home):
+    """`edge-tl --home D --passphrase-file F CMD`, with $EDGE_TL_PASSPHRASE_FILE as fallback."""
+    from edge_tl.store.home import home
+
+    _protected_identity()
+    index = keys.encrypt_for_device(b'edge_tl-index/1\n{"datasets": {}}\n')
+    (edge_tl_home / "vault").mkdir(mode=0o700)
+    (edge_tl_home / "vault" / "index.age").write_bytes(index)
+    pw = tmp_path / "pw"
+    pw.write_text(PASS + "\n")
+    monkeypatch.setenv("EDGE_TL_HOME", str(tmp_path / "elsewhere"))  # --home beats it
+    monkeypatch.delenv("EDGE_TL_PASSPHRASE_FILE", raising=False)
+    monkeypatch.setattr("sys.stdin", open(os.devnull))  # not a terminal: no prompt
+    keys._cache.clear()
+    args = ["--home", str(edge_tl_home), "--passphrase-file", str(pw)]
+    result = CliRunner().invoke(cli, [*args, "data", "list"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("No datasets yet.")
+    assert home() == tmp_path / "elsewhere" and keys.passphrase_file() is None  # one command
+    keys._cache.clear()
+    result = CliRunner().invoke(cli, ["--home", str(edge_tl_home), "data", "list"])
+    assert result.exit_code == 1 and "no passphrase was given" in result.output
+    monkeypatch.setenv("EDGE_TL_HOME", str(edge_tl_home))
+    monkeypatch.setenv("EDGE_TL_PASSPHRASE_FILE", str(pw))
+    result = CliRunner().invoke(cli, ["data", "list"])
+    assert result.exit_code == 0, result.output
+    for p in (*(edge_tl_home / "keys").iterdir(), edge_tl_home / "vault" / "index.age"):
+        p.chmod(0o600)  # written by this test with the umask's mode
+    keys._cache.clear()
+    result = CliRunner().invoke(cli, ["doctor", "--check-store"])  # any command, doctor too
+    assert result.exit_code == 0, result.output

@@ -8,14 +8,14 @@ import gzip
 import io
 import json
 import lzma
-import shutil
-import subprocess
+import uuid
 from pathlib import Path
 
 import pyrage
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tinydata import run_child
 
 from edge_tl.errors import DataError, DecryptError
 from edge_tl.store import keys
@@ -62,10 +62,36 @@ def test_tsv_jsonl_and_custom_columns(tmp_path):
     assert _read(ints) == [("a", "1"), ("b", "0")]
 
 
-def test_no_label_column_means_unlabelled_and_bom_is_dropped(tmp_path):
+def test_unlabelled_csv_on_purpose_and_bom_is_dropped(tmp_path):
     p = tmp_path / "u.csv"
     p.write_bytes(b"\xef\xbb\xbftext,id\nhello,1\nworld,2\n")
-    assert _read(p) == [("hello", None), ("world", None)]
+    assert _read(p, unlabelled=True) == [("hello", None), ("world", None)]
+
+
+def test_csv_without_a_label_column_names_the_columns(tmp_path):
+    """Labels under another column name used to import silently as unlabelled text."""
+    p = tmp_path / "reviews.csv"
+    p.write_text("text,sentiment\ngood film,pos\nbad film,neg\n", encoding="utf-8")
+    assert _err(p) == (
+        "reviews.csv: no 'label' column; the columns are: text, sentiment. pass --label-col "
+        "with the column that holds the labels, or --unlabelled to import the texts without "
+        "labels (language-model data, --lm-data)"
+    )
+    assert _read(p, label_col="sentiment") == [("good film", "pos"), ("bad film", "neg")]
+    tsv = tmp_path / "r.tsv"
+    tsv.write_text("text\tsentiment\ngood\tpos\n", encoding="utf-8")
+    assert "r.tsv: no 'label' column" in _err(tsv)
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".gz", "gzip"), (".xz", "xz"), (".bz2", "bzip2")])
+def test_compressed_name_without_compressed_content(tmp_path, suffix, kind):
+    """A .csv.gz that is not gzip was reported as `not valid utf-8`."""
+    p = tmp_path / f"d.csv{suffix}"
+    p.write_bytes(b"\x00\xff\xfe not compressed at all \x80\x81")
+    assert _err(p) == (
+        f"d.csv{suffix} is not {kind}-compressed, though its name ends in {suffix}. check that "
+        f"it is complete; if it is not compressed, name it without {suffix}"
+    )
 
 
 def test_acl_imdb_folder_layout(tmp_path):
@@ -200,13 +226,18 @@ def test_format_detection(tmp_path):
     assert _read(p, fmt="csv") == ROWS
 
 
-def test_age_source_is_decrypted_in_memory(tmp_path):
+def test_age_source_is_decrypted_in_memory(tmp_path, plaintext_leaks):
+    """An age source (here gzip inside age) is read with no plaintext copy anywhere: no file in
+    the test's folders, HOME, XDG and temp folders or /dev/shm holds a row's text."""
     pub = keys.init_identity(None)
+    canary = "zqcanary" + uuid.uuid4().hex[:12]
+    rows = [*ROWS, (f"a review naming {canary}", "pos")]
     p = tmp_path / "secret.csv.gz.age"
     p.write_bytes(
-        pyrage.encrypt(gzip.compress(_csv_bytes()), [pyrage.x25519.Recipient.from_str(pub)])
+        pyrage.encrypt(gzip.compress(_csv_bytes(rows)), [pyrage.x25519.Recipient.from_str(pub)])
     )
-    assert _read(p) == ROWS
+    assert _read(p) == rows
+    assert plaintext_leaks(canary) == []
     other = pyrage.x25519.Identity.generate().to_public()
     p.write_bytes(pyrage.encrypt(_csv_bytes(), [other]))
     with pytest.raises(DecryptError) as e:
@@ -216,16 +247,15 @@ def test_age_source_is_decrypted_in_memory(tmp_path):
     )
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the `age` CLI is not installed")
-def test_file_encrypted_by_stock_age_cli_imports(tmp_path):
+def test_file_encrypted_by_stock_age_cli_imports(tmp_path, age_cli):
     pub = keys.init_identity(None)
     plain = tmp_path / "reviews.csv"
     plain.write_bytes(_csv_bytes())
     enc = tmp_path / "reviews.csv.age"
-    subprocess.run(["age", "-r", pub, "-o", str(enc), str(plain)], check=True)
+    run_child([age_cli, "-r", pub, "-o", enc, plain], check=True)
     assert _read(enc) == ROWS
     armored = tmp_path / "armored.csv.age"
-    subprocess.run(["age", "-a", "-r", pub, "-o", str(armored), str(plain)], check=True)
+    run_child([age_cli, "-a", "-r", pub, "-o", armored, plain], check=True)
     assert _read(armored) == ROWS
 
 

@@ -15,12 +15,12 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.cli import cli
 from edge_tl.config import ModelConfig
+from edge_tl.metrics import metrics_from_predictions
 from edge_tl.store import datasets as data
 from edge_tl.store import keys
 from edge_tl.store.models import TrainedModel, save_model
 from edge_tl.train.engine import tokenize
 from edge_tl.train.evaluate import evaluate_texts
-from edge_tl.train.metrics import metrics_from_predictions
 
 CFG = ModelConfig(vocab_size=24, emb_sz=8, n_hid=12, n_layers=2)
 WORDS = "good bad film plot the a great awful fine".split()

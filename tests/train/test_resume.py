@@ -15,6 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from tinydata import SCRATCH_TOML as TOML
+from tinydata import popen_child
 from tinydata import scratch_texts as _texts
 
 from edge_tl.cli import cli
@@ -33,8 +34,6 @@ from edge_tl.store.checkpoints import (
     save_checkpoint,
 )
 from edge_tl.store.models import load_model, model_path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ckpt(name: str = "r", fp: str = "fp") -> Checkpoint:
@@ -100,8 +99,8 @@ def test_resume_refuses_changed_data() -> None:
     res = CliRunner().invoke(cli, ["train", "--resume", "r"])
     assert res.exit_code == 1
     assert res.output.strip().endswith(
-        "Error: dataset 'd' changed since the run started. start over without --resume (the "
-        "checkpoint is for other data)"
+        "Error: dataset 'd' changed since the run started. start over with `edge-tl train "
+        "--data d --out r --restart` (the checkpoint is for other data)"
     )
 
 
@@ -131,8 +130,7 @@ from edge_tl.cli import main
 sys.argv[0] = "edge-tl"
 main()
 """
-    env = {**os.environ, "EDGE_TL_HOME": str(edge_tl_home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
+    proc = popen_child(
         [
             sys.executable,
             "-c",
@@ -147,7 +145,6 @@ main()
             str(cfg),
             "--quiet",
         ],
-        env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -181,3 +178,64 @@ main()
     assert [s["stage"] for s in m.metrics["stages"]] == list(range(p.stage, 3))
     assert not checkpoint_path("r1").exists()
     assert not list((edge_tl_home / "runs").glob(".*.part"))
+
+
+def _interrupted_run_setup(tmp_path: Path) -> Path:
+    keys.init_identity(None)
+    t, lab = _texts(30)
+    data.save_dataset("d", t, lab)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TOML.replace("scratch_lm = true\n", ""))  # no LM stage: straight to clas
+    return cfg
+
+
+def test_a_new_run_never_overwrites_an_interrupted_runs_checkpoint(tmp_path: Path) -> None:
+    cfg = _interrupted_run_setup(tmp_path)
+    path = save_checkpoint(_ckpt("r", fp=data.dataset_info("d").fingerprint))
+    before = path.read_bytes()
+    args = ["train", "--data", "d", "--out", "r", "--scratch", "--config", str(cfg), "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1
+    assert res.output == (
+        "Error: an interrupted run of model 'r' left a checkpoint (runs/r.ckpt); starting again "
+        "would overwrite it. continue it with `edge-tl train --resume r`, or start over with "
+        "--restart (drops the checkpoint)\n"
+    )
+    assert path.read_bytes() == before and not model_path("r").exists()
+    # --restart drops it only once the new run's inputs check out
+    res = CliRunner().invoke(cli, [*args[:2], "nope", *args[3:], "--restart"])
+    assert res.exit_code == 1 and "dataset 'nope' not found" in res.output
+    assert path.read_bytes() == before
+    res = CliRunner().invoke(cli, ["train", "--resume", "r", "--restart"])
+    assert res.exit_code == 2 and "drop --restart" in res.output
+    res = CliRunner().invoke(cli, [*args, "--restart"])
+    assert res.exit_code == 0, res.output
+    assert "dropped the checkpoint of the interrupted run of 'r' (--restart)" in res.output
+    assert load_model("r").labels == ["neg", "pos"] and not checkpoint_path("r").exists()
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path: Path, monkeypatch) -> None:
+    from edge_tl.train import runner as runner_mod
+
+    cfg = _interrupted_run_setup(tmp_path)
+    fp = data.dataset_info("d").fingerprint
+
+    def interrupted(*a, **k):
+        save_checkpoint(_ckpt("r", fp=fp))  # as the run's own hook does each epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_mod.recipe, "train_classifier", interrupted)
+    args = ["train", "--data", "d", "--out", "r", "--scratch", "--config", str(cfg), "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 130
+    assert res.stderr.strip().splitlines()[-1] == (
+        "Interrupted. Continue from the last checkpoint with: edge-tl train --resume r"
+    )
+    checkpoint_path("r").unlink()
+
+    def too_early(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_mod.recipe, "train_classifier", too_early)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 130 and "nothing to resume" in res.stderr

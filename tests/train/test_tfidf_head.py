@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from test_export import tiny_model
-from tinydata import keyword_texts
+from tinydata import keyword_texts, run_child, tiny_base
 
 from edge_tl.errors import ExportError, ModelError
 from edge_tl.tfidf_head import NgramCounter, TfidfHead, head_proba
@@ -81,8 +81,8 @@ def test_onnx_v2_is_the_mix_of_network_and_head(head_model, tmp_path: Path) -> N
     from edge_tl.deploy.predict import Classifier
 
     v1, v2 = tmp_path / "v1.onnx", tmp_path / "v2.onnx"
-    v1.write_bytes(to_onnx_bytes(head_model, tfidf_head=False))
-    v2.write_bytes(to_onnx_bytes(head_model))
+    v1.write_bytes(to_onnx_bytes(head_model, tfidf_head=False, vocab="full"))
+    v2.write_bytes(to_onnx_bytes(head_model, vocab="full"))
     c1, c2 = Classifier(v1), Classifier(v2)
     assert (c1.meta.format_version, c2.meta.format_version) == (1, 2)
     texts = [t for t in ODD_TEXTS if t.strip()] + keyword_texts(20, seed=3)[0]
@@ -99,7 +99,7 @@ def test_int8_keeps_the_head_in_float(head_model, tmp_path: Path) -> None:
     from edge_tl.deploy.predict import Classifier
 
     p = tmp_path / "q.onnx"
-    p.write_bytes(to_onnx_bytes(head_model, quantize="int8"))
+    p.write_bytes(to_onnx_bytes(head_model, quantize="int8", vocab="full"))
     proto = onnx.load(p)
     coef = next(i for i in proto.graph.initializer if i.name == "tfidf_coef")
     assert coef.data_type == onnx.TensorProto.FLOAT
@@ -176,7 +176,7 @@ def _props(head_model) -> dict[str, str]:
     ],
 )
 def test_metadata_must_reject(head_model, edit, msg: str) -> None:
-    from edge_tl.deploy.predict import read_metadata
+    from edge_tl.deploy.artefact import read_metadata
 
     props = _props(head_model)
     assert read_metadata(props).tfidf is not None
@@ -188,15 +188,16 @@ def test_metadata_must_reject(head_model, edit, msg: str) -> None:
 
 
 def test_v2_without_head_spec_and_graph_mismatch_are_rejected(head_model, tmp_path) -> None:
+    from edge_tl.deploy.artefact import read_metadata
     from edge_tl.deploy.export import to_onnx_bytes
-    from edge_tl.deploy.predict import Classifier, read_metadata
+    from edge_tl.deploy.predict import Classifier
 
     props = _props(head_model)
     del props["edge_tl.tfidf"]
     with pytest.raises(ExportError, match="edge_tl.tfidf"):
         read_metadata(props)
     # a v1 graph labelled version 2 (inputs do not match the metadata)
-    proto = onnx.load_from_string(to_onnx_bytes(head_model, tfidf_head=False))
+    proto = onnx.load_from_string(to_onnx_bytes(head_model, tfidf_head=False, vocab="full"))
     for p in proto.metadata_props:
         if p.key == "edge_tl.format_version":
             p.value = "2"
@@ -207,47 +208,57 @@ def test_v2_without_head_spec_and_graph_mismatch_are_rejected(head_model, tmp_pa
         Classifier(bad)
 
 
-def test_vocab_base_export_drops_private_ngrams(tmp_path: Path, monkeypatch) -> None:
-    """--vocab base: no n-gram with a private-only word reaches the file; the rest still works."""
-    import edge_tl.deploy.export as ex
+def test_vocab_base_export_drops_private_ngrams(tmp_path: Path) -> None:
+    """--vocab base against a real base in the store: the private word leaves the file, with
+    every n-gram that holds it; the kept n-grams score a text exactly as the full export scores
+    the same text without that word (dropped n-grams count for nothing, in the norm too)."""
+    from edge_tl.bases.store import import_base
     from edge_tl.deploy.export import to_onnx_bytes
     from edge_tl.deploy.predict import Classifier
 
-    model = tiny_model(n_class=2)
-    texts, labels = keyword_texts(40, 0)
+    assert import_base(tiny_base(tmp_path / "b.etlb", "tb"), allow_unsigned=True) == "tb"
+    texts, labels = keyword_texts(40, 0)  # words of the base's vocabulary only
     texts = [f"{t} zorblax" if i % 2 else t for i, t in enumerate(texts)]  # a private word
+    model = dataclasses.replace(tiny_model(n_class=2), base="tb")
     model = dataclasses.replace(model, tfidf_head=fit_head(texts, labels, model.labels))
-    assert any("zorblax" in f for f in model.tfidf_head.features)
-    base = [t for t in model.vocab if t not in ("zorblax", "quux")]
-    monkeypatch.setattr(
-        ex, "_base_vocab_keep", lambda m: ([i for i, t in enumerate(m.vocab) if t in base], base)
-    )
-    data = to_onnx_bytes(model, vocab="base")
-    assert b"zorblax" not in data
-    p = tmp_path / "b.onnx"
-    p.write_bytes(data)
-    c = Classifier(p)
-    kept = model.tfidf_head.restricted(set(base))
-    assert c.provenance["dropped_ngrams"] == len(model.tfidf_head.features) - len(kept.features)
-    assert "good" in kept.features
-    assert not any("zorblax" in f for f in kept.features)
-    probs = c.predict_proba(["good movie zorblax", "awful plot"])
+    paths = {}
+    for vocab in ("full", "base"):
+        paths[vocab] = tmp_path / f"{vocab}.onnx"
+        # min_docs=1: this test is about the word rule; the document count has its own
+        paths[vocab].write_bytes(to_onnx_bytes(model, vocab=vocab, min_docs=1))
+    full, base = Classifier(paths["full"]), Classifier(paths["base"])
+    assert b"zorblax" in paths["full"].read_bytes()
+    assert b"zorblax" not in paths["base"].read_bytes()
+    feats = {k: json.loads(_meta(p)["edge_tl.tfidf"])["features"] for k, p in paths.items()}
+    private = [f for f in feats["full"] if "zorblax" in f.split(" ")]
+    assert "zorblax" in private and any(" " in f for f in private)  # a word and a bigram
+    assert feats["base"] == [f for f in feats["full"] if f not in private]
+    assert base.provenance["dropped_ngrams"] == len(private)
+    for with_word, without in (
+        ("good movie zorblax", "good movie"),
+        ("zorblax awful plot", "awful plot"),
+        ("zorblax", "qwv"),  # no feature on either side: the intercepts alone
+    ):
+        np.testing.assert_allclose(
+            base.outputs([with_word], ["probs_tfidf"])[0],
+            full.outputs([without], ["probs_tfidf"])[0],
+            atol=1e-6,
+        )
+    probs = base.predict_proba(["good movie zorblax", "awful plot"])
     assert probs.shape == (2, 2)
-    text = ["good movie zorblax"]
-    np.testing.assert_allclose(
-        head_proba(kept, text), c.outputs(text, ["probs_tfidf"])[0], atol=2e-6
-    )
+
+
+def _meta(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
 def test_predict_v2_imports_no_torch_sklearn(head_model, tmp_path: Path) -> None:
     """The head is read with re, collections and numpy only: predict stays onnxruntime-only."""
-    import os
-    import subprocess
     import sys
 
     from edge_tl.deploy.export import export_onnx
 
-    path = export_onnx(head_model, tmp_path / "v2.onnx")
+    path = export_onnx(head_model, tmp_path / "v2.onnx", vocab="full")
     code = (
         "import sys\n"
         "from edge_tl.cli import cli\n"
@@ -255,14 +266,8 @@ def test_predict_v2_imports_no_torch_sklearn(head_model, tmp_path: Path) -> None
         "bad = sorted(m for m in ('torch', 'fastai', 'spacy', 'sklearn') if m in sys.modules)\n"
         "print('IMPORTED', bad)\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        timeout=60,
-        check=True,
+    out = run_child(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert out.splitlines()[-1] == "IMPORTED []"
 
@@ -275,8 +280,8 @@ def test_external_data_and_cli_predict_carry_the_head(head_model, tmp_path: Path
     from edge_tl.deploy.export import export_onnx
     from edge_tl.deploy.predict import Classifier
 
-    one = export_onnx(head_model, tmp_path / "one.onnx")
-    two = export_onnx(head_model, tmp_path / "two.onnx", external_data=True)
+    one = export_onnx(head_model, tmp_path / "one.onnx", vocab="full")
+    two = export_onnx(head_model, tmp_path / "two.onnx", external_data=True, vocab="full")
     assert (tmp_path / "two.onnx.data").stat().st_size > 4096
     proto = onnx.load(str(two), load_external_data=False)
     ext = {i.name for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL}
@@ -289,19 +294,20 @@ def test_external_data_and_cli_predict_carry_the_head(head_model, tmp_path: Path
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)
     want = Classifier(one).predict(texts)
-    assert [g["label"] for g in got] == [w.label for w in want]
+    assert [g["label"] for g in got] == want
 
 
 def test_evaluate_scores_the_mix_the_export_predicts(head_model, tmp_path: Path) -> None:
     """evaluate (torch) and the v2 export (onnxruntime) agree on every row's mixed prediction."""
     from edge_tl.deploy.export import export_onnx
     from edge_tl.deploy.predict import Classifier
-    from edge_tl.train.evaluate import evaluate_texts, format_report
+    from edge_tl.metrics import format_report
+    from edge_tl.train.evaluate import evaluate_texts
 
     texts, labels = keyword_texts(30, seed=11, noise=0.2)
     r = evaluate_texts(head_model, texts, labels)
-    preds = Classifier(export_onnx(head_model, tmp_path / "m.onnx")).predict(texts)
-    right = [p.label == y for p, y in zip(preds, labels, strict=True)]
+    preds = Classifier(export_onnx(head_model, tmp_path / "m.onnx", vocab="full")).predict(texts)
+    right = [p == y for p, y in zip(preds, labels, strict=True)]
     assert r["accuracy"] == pytest.approx(np.mean(right))
     head_pred = head_proba(head_model.tfidf_head, texts).argmax(1)
     assert r["tfidf_accuracy"] == pytest.approx(
@@ -312,7 +318,7 @@ def test_evaluate_scores_the_mix_the_export_predicts(head_model, tmp_path: Path)
 
 def test_mixed_metrics_sweep_spans_network_to_head() -> None:
     """The sweep's ends are the network alone and the head alone; its middle is the mix."""
-    from edge_tl.tfidf_head import SWEEP
+    from edge_tl.metrics import SWEEP
     from edge_tl.train.head import mixed_metrics
 
     texts, labels, _ = _fit()
@@ -346,7 +352,8 @@ def test_export_and_evaluate_at_another_weight(head_model, tmp_path: Path, monke
     monkeypatch.setattr(edge_tl.store.models, "load_model", lambda name: head_model, raising=False)
     monkeypatch.setattr(edge_tl.train.evaluate, "load_model", lambda name: head_model)
     out = tmp_path / "w.onnx"
-    r = CliRunner().invoke(cli, ["export", "m", "--out", str(out), "--tfidf-weight", "0.8"])
+    args = ["export", "m", "--out", str(out), "--tfidf-weight", "0.8", "--vocab", "full"]
+    r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "weight 0.8" in r.output, r.output
     c = Classifier(out)
     assert c.meta.tfidf is not None and c.meta.tfidf["weight"] == pytest.approx(0.8)

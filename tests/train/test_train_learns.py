@@ -117,16 +117,57 @@ def test_discriminative_on_is_the_ulmfit_schedule():
     assert not TrainConfig(discriminative="off").use_discriminative(pretrained=True)
 
 
-def test_auto_threads_counts_only_other_processes(monkeypatch):
+def test_threads_follow_the_cpu_use_now_not_the_load_average(monkeypatch):
+    """The 1-minute load average lags: right after a job ended an idle 2-core machine still
+    read busy and trained with 1 thread. CPU use sampled now decides, and the plan says why."""
     import os
 
-    from edge_tl.train.engine import auto_threads
+    import psutil
 
-    for load, want in [(1.0, 2), (1.4, 2), (2.0, 1), (3.5, 1), (12.0, 1), (0.1, 2)]:
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert auto_threads(2) == want, load
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
-    assert auto_threads(8) == 8
+    from edge_tl.train import engine
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0), raising=False)  # stale
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for per_cpu, want in [
+        ([0.0, 3.0], 2),
+        ([30.0, 10.0], 2),
+        ([45.0, 10.0], 1),
+        ([100.0, 0.0], 1),
+        ([100.0, 100.0], 1),
+        ([70.0, 90.0], 1),
+    ]:
+        monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu, v=per_cpu: v)
+        assert engine.auto_threads(2) == want, per_cpu
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [0.0, 0.0])
+    assert engine.thread_plan(2) == (2, "all 2 cores, idle now")
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [100.0, 20.0])
+    assert engine.thread_plan(2) == (
+        1,
+        "1.2 of 2 cores busy with other processes now; --threads N overrides",
+    )
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3}, raising=False)
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [100.0] * 2 + [0.0] * 2)
+    assert engine.thread_plan(2)[0] == 2  # only the usable cores count
+
+    def unmeasurable(interval, percpu):
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(psutil, "cpu_percent", unmeasurable)
+    assert engine.thread_plan(2) == (2, "all 2 cores: CPU use could not be measured")
+
+
+def test_plan_line_says_why_this_many_threads(monkeypatch):
+    from edge_tl.train import settings
+
+    monkeypatch.setattr(settings, "thread_plan", lambda cores: (1, "why not"))
+    before = torch.get_num_threads()
+    try:
+        _, _, run = settings.resolve_runtime(TrainConfig(), "cpu-small", ARCH, False)
+        assert run.threads_why == "why not"
+        _, _, run = settings.resolve_runtime(TrainConfig(threads=1), "cpu-small", ARCH, False)
+        assert run.threads_why == "set by --threads, the train config or the device profile"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_random_init_classifier_trains_in_fp32_under_cpu_autocast(task):
