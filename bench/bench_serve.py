@@ -143,13 +143,20 @@ def bench_model(model: Path, args: argparse.Namespace, texts: list[str]) -> dict
         asyncio.run(load(port, texts, 16, 1))  # warm-up
         res["server"] = [asyncio.run(load(port, texts, args.requests, c)) for c in args.levels]
         if args.soak:
-            rss0 = psutil.Process(proc.pid).memory_info().rss
-            soak = asyncio.run(load(port, texts, args.soak, 8))
-            rss1 = psutil.Process(proc.pid).memory_info().rss
+            # RSS after every fifth of the soak: growth that levels off is the allocators
+            # warming up to the longest texts; growth that goes on would be a leak
+            rss = [psutil.Process(proc.pid).memory_info().rss]
+            part, errors = args.soak // 5, 0
+            for _ in range(5):
+                errors += asyncio.run(load(port, texts, part, 8))["errors"]
+                rss.append(psutil.Process(proc.pid).memory_info().rss)
             res["soak"] = {
-                **soak,
-                "rss_before_mib": round(rss0 / 2**20, 1),
-                "rss_after_mib": round(rss1 / 2**20, 1),
+                "requests": 5 * part,
+                "concurrency": 8,
+                "errors": errors,
+                "rss_mib": [round(r / 2**20, 1) for r in rss],
+                "rss_before_mib": round(rss[0] / 2**20, 1),
+                "rss_after_mib": round(rss[-1] / 2**20, 1),
             }
     finally:
         proc.terminate()
@@ -200,8 +207,8 @@ def main() -> None:
         if "soak" in m:
             s = m["soak"]
             print(
-                f"soak: {s['requests']} requests, {s['errors']} errors, RSS "
-                f"{s['rss_before_mib']} -> {s['rss_after_mib']} MiB"
+                f"soak: {s['requests']} requests, {s['errors']} errors, RSS after each fifth "
+                f"{' -> '.join(map(str, s['rss_mib']))} MiB"
             )
         b = m["batch_cli"]
         print(f"batch scoring (CLI, {b['rows']} rows): {b['reviews_per_s']} reviews/s")

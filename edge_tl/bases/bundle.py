@@ -52,6 +52,7 @@ class Base:
     vocab: list[str]
     state_dict: dict[str, Any]  # key -> fp32 torch.Tensor (tied keys share one tensor)
     manifest: dict[str, Any]
+    sha256: str | None = None  # of the bundle file, set by the store that loaded it
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,7 @@ def load_base(name: str = DEFAULT) -> Base:
     """Load an installed base, re-verifying it (pin for builtins, member hashes for all)."""
     builtins = _builtin_paths()
     if name in builtins:
-        _check_pin(name, builtins[name])
+        sha = _check_pin(name, builtins[name])
         base = read_bundle(builtins[name], allow_unsigned=True, label=f"{name} (builtin)")
     else:
         d = _stored_dir(name)
@@ -281,7 +281,8 @@ def load_base(name: str = DEFAULT) -> Base:
             raise _not_found(name, loading=True)
         # The signature was checked at import; hashes are checked again on every load.
         base = read_bundle(d / BUNDLE_FILE, allow_unsigned=True, label=f"{name} (store)")
-    base.name = name
+        sha = file_sha256(d / BUNDLE_FILE)
+    base.name, base.sha256 = name, sha
     return base
 
 

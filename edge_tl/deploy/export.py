@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import shutil
 import struct
 import tempfile
 import warnings
@@ -298,10 +300,29 @@ def to_onnx_bytes(
     return proto.SerializeToString()
 
 
+QUANT_PREFIX = "edge_tl_q-"  # + pid: quantize_dynamic works on files in a temp folder
+
+
+def _remove_dead_quantize_dirs() -> None:
+    """Delete the quantization temp folders of killed exports: they hold the unquantized
+    graph (weights, no vocabulary), which must not outlive its process."""
+    for d in Path(tempfile.gettempdir()).glob(f"{QUANT_PREFIX}*"):
+        pid = d.name.removeprefix(QUANT_PREFIX).split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process
+
+
 def _quantize_int8(proto):
     """Dynamic int8 quantization; the LSTMs must become DynamicQuantizeLSTM."""
 
-    with tempfile.TemporaryDirectory(prefix="edge_tl_q") as tmp:
+    _remove_dead_quantize_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{QUANT_PREFIX}{os.getpid()}-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, src)
         # quantize_dynamic logs a pre-processing hint through the root logger; it does not apply.

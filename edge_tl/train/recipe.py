@@ -18,6 +18,7 @@ from fastai.torch_core import set_seed
 from edge_tl.awd_lstm import build_classifier, build_lm
 from edge_tl.config import CLAS_DROPOUTS, LM_DROPOUTS, ModelConfig
 from edge_tl.errors import ConfigError
+from edge_tl.store.checkpoints import capture_rng
 from edge_tl.store.models import TrainedModel
 from edge_tl.tfidf_head import TfidfHead
 from edge_tl.train import engine as fastcpu
@@ -151,6 +152,9 @@ def _shape(base: Any, cfg: TrainConfig) -> ModelConfig:
 
 
 def _base_sha(base: Any) -> str | None:
+    """The sha256 of the base's bundle file, as `base info` shows it (None if unknown)."""
+    if getattr(base, "sha256", None):
+        return base.sha256
     m = getattr(base, "manifest", None) or {}
     return m.get("sha256") or m.get("weights_sha256") if isinstance(m, dict) else None
 
@@ -330,7 +334,9 @@ def _fit_stages(
             fit_stage(learn, run, "clas", k, n_epoch, lr_arg, resume if k == first else None)
         timings.append({"stage": k, "epochs": n_epoch, "seconds": time.perf_counter() - t0})
         if k == 0 and cfg.cache_head_features and run.save is not None:
-            run.save("clas", 1, 0, 0, learn, None, None)
+            # with the RNG state, so the resumed next stage draws the same batches and masks
+            rng = {**capture_rng(), "dl": learn.dls.train.rng.getstate()}
+            run.save("clas", 1, 0, 0, learn, rng, rng)
     return timings
 
 

@@ -224,7 +224,8 @@ def test_vocab_base_export_drops_private_ngrams(tmp_path: Path) -> None:
     paths = {}
     for vocab in ("full", "base"):
         paths[vocab] = tmp_path / f"{vocab}.onnx"
-        # min_docs=1: this test is about the word rule; the document count has its own
+        # min_docs=1: this test is about the word rule; the document count has its own test
+        # (tests/deploy/test_private_export.py::test_min_docs_is_the_bar_an_ngram_must_clear)
         paths[vocab].write_bytes(to_onnx_bytes(model, vocab=vocab, min_docs=1))
     full, base = Classifier(paths["full"]), Classifier(paths["base"])
     assert b"zorblax" in paths["full"].read_bytes()

@@ -242,11 +242,6 @@ def test_cli_transfer_from_a_base(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recipe._base_sha reads a top-level sha256 that real bundle manifests lack, so a "
-    "model fine-tuned from a stored base records base_sha256 = None",
-)
 def test_a_transferred_model_records_the_sha256_of_its_stored_base(
     tiny_setup: Path, tmp_path: Path
 ) -> None:
