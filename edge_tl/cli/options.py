@@ -27,31 +27,32 @@ def use_home(ctx: click.Context, _param: click.Parameter, path: Path | None) -> 
     ctx.call_on_close(lambda: home_lib.set_home(None))
 
 
-HOME = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    expose_value=False,
-    is_eager=True,
-    callback=use_home,
-    help="Store folder [$EDGE_TL_HOME, else ~/.edge_tl].",
+def _path_option(name: str, callback, help: str, **kind: bool):  # noqa: ANN001, ANN202
+    """An eager option whose callback sets the value up for this command; not a parameter."""
+    return click.option(
+        name,
+        type=click.Path(path_type=Path, **kind),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=callback,
+        help=help,
+    )
+
+
+HOME = _path_option(
+    "--home", use_home, "Store folder [$EDGE_TL_HOME, else ~/.edge_tl].", file_okay=False
 )
-ROOT_PASSPHRASE_FILE = click.option(
+ROOT_PASSPHRASE_FILE = _path_option(
     "--passphrase-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    expose_value=False,
-    is_eager=True,
-    callback=_use_passphrase_file,
-    help="Read the identity passphrase from the first line of this file, for any command "
+    _use_passphrase_file,
+    "Read the identity passphrase from the first line of this file, for any command "
     "[$EDGE_TL_PASSPHRASE_FILE].",
+    dir_okay=False,
 )
-PASSPHRASE_FILE = click.option(
+PASSPHRASE_FILE = _path_option(
     "--passphrase-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    expose_value=False,
-    is_eager=True,
-    callback=_use_passphrase_file,
-    help="Read the identity passphrase from the first line of this file.",
+    _use_passphrase_file,
+    "Read the identity passphrase from the first line of this file.",
+    dir_okay=False,
 )
