@@ -111,7 +111,12 @@ def _split_rng(rng: dict[str, Any], tag: str, tensors: dict[str, Any]) -> dict[s
     if not rng:
         return {}
     tensors[f"rng.torch_{tag}"] = torch.frombuffer(bytearray(rng["torch"]), dtype=torch.uint8)
-    return {"python": rng["python"], "numpy": rng["numpy"]}
+    out = {k: v for k, v in rng.items() if k not in ("torch", "hidden")}
+    if rng.get("hidden") is not None:  # the LM's LSTM state, carried from batch to batch
+        for i, (h, c) in enumerate(rng["hidden"]):
+            tensors[f"rng.hidden_{tag}.{i}.h"], tensors[f"rng.hidden_{tag}.{i}.c"] = h, c
+        out["hidden_layers"] = len(rng["hidden"])
+    return out
 
 
 def _join_rng(h: dict[str, Any], tag: str, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +125,15 @@ def _join_rng(h: dict[str, Any], tag: str, tensors: dict[str, Any]) -> dict[str,
     t = tensors.get(f"rng.torch_{tag}")
     if t is None:
         raise ModelError(f"checkpoint: torch RNG state {tag!r} is missing")
-    return {**h, "torch": t.numpy().tobytes()}
+    out = {k: v for k, v in h.items() if k != "hidden_layers"}
+    out["torch"] = t.numpy().tobytes()
+    n = h.get("hidden_layers")
+    if n is not None:
+        keys = [(f"rng.hidden_{tag}.{i}.h", f"rng.hidden_{tag}.{i}.c") for i in range(n)]
+        if not isinstance(n, int) or any(k not in tensors for pair in keys for k in pair):
+            raise ModelError(f"checkpoint: LSTM state {tag!r} is incomplete")
+        out["hidden"] = [(tensors[a], tensors[b]) for a, b in keys]
+    return out
 
 
 def _split_opt(opt: dict[str, Any] | None, tensors: dict[str, Any]) -> dict[str, Any] | None:

@@ -115,12 +115,32 @@ def fit_stage(learn, run: Run, phase: str, stage: int, n_epoch: int, lr, start: 
             rng = {**capture_rng(), "dl": dl.rng.getstate()}
             run.save(phase, nxt[0], nxt[1], 0, learn, rng, rng)
         else:
-            run.save(phase, stage, epoch, batch, learn, state["rng"], capture_rng())
+            now = {**capture_rng(), **({"hidden": _lm_hidden(learn)} if phase == "lm" else {})}
+            run.save(phase, stage, epoch, batch, learn, state["rng"], now)
+
+    def resume_here() -> None:
+        if rng_now:
+            restore_rng(rng_now)
+            if rng_now.get("hidden") is not None:
+                _set_lm_hidden(learn, rng_now["hidden"])
 
     cbs = [EveryEpochAndMinutes(save, _minutes(learn), on_epoch_start)]
     if batch0 > 0:
-        cbs.append(SkipBatches(batch0, on_done=lambda: rng_now and restore_rng(rng_now)))
+        cbs.append(SkipBatches(batch0, on_done=resume_here))
     learn.fit_one_cycle(n_epoch, lr, moms=(0.8, 0.7, 0.8), cbs=cbs, start_epoch=epoch0)
+
+
+def _lm_hidden(learn) -> list[tuple[Any, Any]]:
+    """The LM encoder's LSTM state (h, c) per layer: an epoch carries it from batch to batch."""
+    return [(h.detach().cpu().clone(), c.detach().cpu().clone()) for h, c in learn.model[0].hidden]
+
+
+def _set_lm_hidden(learn, hidden: list[tuple[Any, Any]]) -> None:
+    """Put a checkpoint's LSTM state back, so a resumed epoch goes on from where it stopped."""
+    enc = learn.model[0]
+    dev = next(enc.parameters()).device
+    enc.hidden = [(h.to(dev), c.to(dev)) for h, c in hidden]
+    enc.bs = hidden[0][0].shape[1]
 
 
 def _minutes(learn) -> float:
