@@ -253,11 +253,6 @@ def head_proba(head: TfidfHead, texts: Sequence[str]) -> Any:
     return out
 
 
-def mix(neural: Any, tfidf: Any, weight: float) -> Any:
-    """What the model predicts: `weight` of the head's probabilities, the rest the network's."""
-    return weight * tfidf + (1 - weight) * neural
-
-
 __all__ = [
     "MIN_DOCS",
     "NgramCounter",
@@ -267,6 +262,5 @@ __all__ = [
     "feed_arrays",
     "head_from_parts",
     "head_proba",
-    "mix",
     "spec_problem",
 ]

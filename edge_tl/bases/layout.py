@@ -20,20 +20,21 @@ MAX_MANIFEST = 1 << 20
 SIG_LEN = 64
 
 # fastai 2.8's text defaults (fastai.text.core), which is also how WT103 was tokenised.
+FASTAI_RULES = [
+    "fix_html",
+    "replace_rep",
+    "replace_wrep",
+    "spec_add_spaces",
+    "rm_useless_spaces",
+    "replace_all_caps",
+    "replace_maj",
+    "lowercase",
+]
 FASTAI_TOKENIZER: dict[str, Any] = {
     "kind": "fastai",
     "tok": "spacy",
     "lang": "en",
-    "rules": [
-        "fix_html",
-        "replace_rep",
-        "replace_wrep",
-        "spec_add_spaces",
-        "rm_useless_spaces",
-        "replace_all_caps",
-        "replace_maj",
-        "lowercase",
-    ],
+    "rules": list(FASTAI_RULES),
     "post_rules": ["replace_space"],
     "special_tokens": [
         "xxunk",

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from edge_tl.awd_lstm import build_lm
 from edge_tl.bases.corpus import read_corpus, take_words
+from edge_tl.bases.layout import FASTAI_RULES
 from edge_tl.bases.tokens import (
     build_vocab,
     numericalize,
@@ -39,16 +40,7 @@ SIZES: dict[str, ModelConfig] = {
 TOKENIZER_SPEC = {
     "tokenizer": "fastai.text.core.SpacyTokenizer",
     "lang": "en",
-    "rules": [
-        "fix_html",
-        "replace_rep",
-        "replace_wrep",
-        "spec_add_spaces",
-        "rm_useless_spaces",
-        "replace_all_caps",
-        "replace_maj",
-        "lowercase",
-    ],
+    "rules": list(FASTAI_RULES),
     "bos": "xxbos",
 }
 

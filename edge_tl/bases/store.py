@@ -281,7 +281,7 @@ def load_base(name: str = DEFAULT) -> Base:
             raise _not_found(name, loading=True)
         # The signature was checked at import; hashes are checked again on every load.
         base = read_bundle(d / BUNDLE_FILE, allow_unsigned=True, label=f"{name} (store)")
-        sha = file_sha256(d / BUNDLE_FILE)
+        sha = _info_from(name, d / BUNDLE_FILE, builtin=False).sha256  # recorded at import
     base.name, base.sha256 = name, sha
     return base
 

@@ -110,7 +110,10 @@ def export(
 
 def _ngrams_in(path: Path) -> int:
     """How many n-grams the written file's head holds (what left, not what the model has)."""
-    from edge_tl.deploy.predict import Classifier
+    import onnx
 
-    meta = Classifier(path).meta
+    from edge_tl.deploy.artefact import read_metadata, read_model_bytes
+
+    props = onnx.load_from_string(read_model_bytes(path)).metadata_props
+    meta = read_metadata({p.key: p.value for p in props})
     return 0 if meta.tfidf is None else len(meta.tfidf["features"])

@@ -165,20 +165,14 @@ def score_stream(
     """(row, label, probabilities) for each input row, `chunk` rows per onnxruntime pass."""
     n = 0
     for part in _chunks(rows, chunk):
-        try:
-            probs = clf.predict_proba([text for _, text in part])
-        except DataError as e:
-            # name the row in the whole input, not in the chunk
-            i = n + _empty_index(part) + 1
-            raise DataError(f"text {i} is empty", "give some text to classify") from e
+        for i, (_, text) in enumerate(part):  # named by its place in the whole input
+            if not text.strip():
+                raise DataError(f"text {n + i + 1} is empty", "give some text to classify")
+        probs = clf.predict_proba([text for _, text in part])
         for (row, _), p in zip(part, probs, strict=True):
             pred = clf.prediction(p)
             yield row, pred.label, pred.probs
         n += len(part)
-
-
-def _empty_index(part: list[tuple[dict[str, Any], str]]) -> int:
-    return next((i for i, (_, t) in enumerate(part) if not t.strip()), 0)
 
 
 __all__ = ["CHUNK", "FORMATS", "Writer", "detect_format", "open_input", "read_rows", "score_stream"]
