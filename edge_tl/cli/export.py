@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edge_tl.tfidf_head import MIN_DOCS
+
+if TYPE_CHECKING:
+    from edge_tl.deploy.artefact import ModelMeta
 
 
 @click.command("export")
@@ -42,9 +46,10 @@ from edge_tl.tfidf_head import MIN_DOCS
     help="With --vocab base: keep a TF-IDF n-gram only if this many training texts hold it.",
 )
 @click.option(
-    "--external-data",
-    is_flag=True,
-    help="Weights in OUT.data beside the graph: faster start (memory-mapped), two files.",
+    "--external-data/--one-file",
+    default=None,
+    help="Weights in OUT.data beside the graph (memory-mapped: a faster start), or everything "
+    "in one file [default: two files for a model over 64 MiB that is not --encrypt-ed].",
 )
 @click.option(
     "--no-tfidf-head",
@@ -67,7 +72,7 @@ def export(
     encrypt: bool,
     vocab_mode: str,
     min_docs: int,
-    external_data: bool,
+    external_data: bool | None,
     no_head: bool,
     tfidf_weight: float | None,
 ) -> None:
@@ -98,22 +103,23 @@ def export(
         tfidf_weight=tfidf_weight,
     )
     size = path.stat().st_size / 2**20
+    meta = _written_metadata(path)  # what left, not what the model has
     notes = [n for n in (quantize, "encrypted" if encrypt else None, f"vocab {vocab_mode}") if n]
     if trained.tfidf_head is not None and not no_head:
         w = trained.tfidf_head.weight if tfidf_weight is None else tfidf_weight
-        notes.append(f"TF-IDF head, {_ngrams_in(path):,} n-grams, weight {w:g}")
-    if external_data:
+        n_grams = 0 if meta.tfidf is None else len(meta.tfidf["features"])
+        notes.append(f"TF-IDF head, {n_grams:,} n-grams, weight {w:g}")
+    if meta.external_data is not None:
         data = path.with_name(f"{path.name}.data")
-        notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB")
+        notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB: ship both")
     click.echo(f"Exported {model} to {path} ({size:.1f} MiB, {', '.join(notes)})")
 
 
-def _ngrams_in(path: Path) -> int:
-    """How many n-grams the written file's head holds (what left, not what the model has)."""
+def _written_metadata(path: Path) -> ModelMeta:
+    """The edge_tl metadata of the file just written (decrypted in memory if need be)."""
     import onnx
 
     from edge_tl.deploy.artefact import read_metadata, read_model_bytes
 
     props = onnx.load_from_string(read_model_bytes(path)).metadata_props
-    meta = read_metadata({p.key: p.value for p in props})
-    return 0 if meta.tfidf is None else len(meta.tfidf["features"])
+    return read_metadata({p.key: p.value for p in props})

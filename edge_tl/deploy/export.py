@@ -373,6 +373,12 @@ def split_external(onnx_bytes: bytes, location: str) -> tuple[bytes, bytes]:
     return proto.SerializeToString(), data_header(digest) + bytes(region)
 
 
+# Above this size a one-file export starts slowly: onnxruntime parses and copies every weight
+# (a WT103-size fp32 file, 178 MB: 0.65 s to the first answer against 0.39 s for the graph with
+# memory-mapped weights; docs/benchmarks.md). Int8 WT103 (45 MB) starts in 0.35 s as one file.
+EXTERNAL_ABOVE = 64 * 2**20
+
+
 def export_onnx(
     model: TrainedModel,
     out: Path,
@@ -381,11 +387,14 @@ def export_onnx(
     encrypt: bool = False,
     vocab: str = "base",
     min_docs: int = MIN_DOCS,
-    external_data: bool = False,
+    external_data: bool | None = None,
     tfidf_head: bool = True,
     tfidf_weight: float | None = None,
 ) -> Path:
-    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data)."""
+    """Write `model` as ONNX to `out` (int8 / age-encrypted / base-vocab / external data).
+
+    external_data None: two files when the model is over EXTERNAL_ABOVE bytes and not
+    encrypted (their start is the fast one), else one file."""
     out = Path(out)
     if not out.parent.is_dir():
         raise ExportError(f"folder {out.parent} does not exist", "create it or pick another --out")
@@ -403,6 +412,8 @@ def export_onnx(
         tfidf_head=tfidf_head,
         tfidf_weight=tfidf_weight,
     )
+    if external_data is None:
+        external_data = not encrypt and len(data) > EXTERNAL_ABOVE
     if encrypt:
         data = encrypt_for_device(data)
     weights, weights_path = None, out.with_name(f"{out.name}.data")
@@ -423,6 +434,7 @@ def export_onnx(
 __all__ = [
     "DATA_ALIGN",
     "DATA_MAGIC",
+    "EXTERNAL_ABOVE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "FORMAT_VERSION_TFIDF",

@@ -190,3 +190,31 @@ def test_cli_external_data_and_its_conflicts(model, tmp_path: Path, monkeypatch)
     )
     assert res.exit_code == 1 and "do not go together" in res.output
     assert not list(tmp_path.glob("e.onnx*"))
+
+
+def test_default_layout_follows_the_size(model, tmp_path: Path, monkeypatch) -> None:
+    """Default: one file for a small model; two files above EXTERNAL_ABOVE (their start is
+    the fast one), unless encrypted or --one-file asks for one."""
+    import edge_tl.deploy.export
+    import edge_tl.store.models
+    from edge_tl.cli import cli
+    from edge_tl.store import keys
+
+    monkeypatch.setattr(edge_tl.store.models, "load_model", lambda name: model, raising=False)
+
+    def export(name: str, *flags: str) -> list[str]:
+        out = tmp_path / name
+        res = CliRunner().invoke(
+            cli, ["export", "tiny", "--out", str(out), "--vocab", "full", *flags]
+        )
+        assert res.exit_code == 0, res.output
+        ok = CliRunner().invoke(cli, ["predict", str(out), "the movie was great", "--json"])
+        assert ok.exit_code == 0, ok.output
+        return sorted(p.name for p in tmp_path.glob(f"{name}*"))
+
+    assert export("small.onnx") == ["small.onnx"]
+    monkeypatch.setattr(edge_tl.deploy.export, "EXTERNAL_ABOVE", 1000)
+    assert export("big.onnx") == ["big.onnx", "big.onnx.data"]
+    assert export("one.onnx", "--one-file") == ["one.onnx"]
+    keys.init_identity(None)
+    assert export("enc.onnx", "--encrypt") == ["enc.onnx"]
