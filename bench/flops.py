@@ -26,9 +26,12 @@ def lm_flops_per_token(cfg: Any, vocab: int, frozen: bool) -> float:
 
 
 def clas_flops_per_token(cfg: Any, stage: int) -> float:
-    """One classifier training token in stage k: the last k LSTM layers train (k = 3: all)."""
+    """One classifier training token in stage k: the last k LSTM layers train (k >= 3: every
+    layer and the embedding, so input gradients flow all the way down)."""
     layers = lstm_macs(cfg)
-    trained = layers if stage >= 3 else layers[len(layers) - stage :]
+    if stage >= 3:
+        return 6 * sum(layers)
+    trained = layers[len(layers) - stage :]
     lowest = len(layers) - len(trained)
     # input gradients flow down to the lowest trained layer, weight gradients for each one
     return 2 * sum(layers) + 2 * sum(layers[lowest + 1 :]) + 2 * sum(trained)
