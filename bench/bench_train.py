@@ -169,6 +169,7 @@ def plain_clas(texts, labels, test, tc, args, state):
         ColReader,
         ColSplitter,
         DataBlock,
+        SaveModelCallback,
         TextBlock,
         accuracy,
         set_seed,
@@ -181,7 +182,7 @@ def plain_clas(texts, labels, test, tc, args, state):
 
     torch.set_num_threads(args.threads)
     y = [0 if lab == "neg" else 1 for lab in labels]
-    _, va = stratified_split(y, tc.valid_pct, tc.seed)
+    _, va = stratified_split(y, tc.valid_share(len(y)), tc.seed)  # edge_tl's split rule
     is_valid = [False] * len(texts)
     for i in va:
         is_valid[i] = True
@@ -209,6 +210,8 @@ def plain_clas(texts, labels, test, tc, args, state):
         lin_ftrs=list(tc.lin_ftrs),
         cbs=[count()],
     )
+    # edge_tl keeps the epoch with the lowest validation loss: fastai's way of doing the same
+    best = [SaveModelCallback(monitor="valid_loss", fname="bench_best")] if tc.best_epoch else []
     learn.path = Path("/tmp/edge_tl_bench")
     learn.model[0].module.load_state_dict(state["plain_enc"])
     pretrained = args.base is not None
@@ -221,7 +224,7 @@ def plain_clas(texts, labels, test, tc, args, state):
         learn.freeze_to(-(k + 1)) if k < 3 and k + 1 < tc.arch.n_layers + 2 else learn.unfreeze()
         lr = tc.stage_lr(k, pretrained)
         disc = k > 0 and tc.use_discriminative(pretrained)
-        learn.fit_one_cycle(n, slice(lr / tc.lr_div**4, lr) if disc else lr, moms=MOMS)
+        learn.fit_one_cycle(n, slice(lr / tc.lr_div**4, lr) if disc else lr, moms=MOMS, cbs=best)
         stages.append(time.perf_counter() - s0)
     wall = time.perf_counter() - t0
     tokens = sum(len(x) for x, _ in dls.train_ds) * count.n

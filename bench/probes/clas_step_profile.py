@@ -53,8 +53,10 @@ t = time.perf_counter()
 for _ in range(args.steps):
     step()
 dt = time.perf_counter() - t
-print(f"{args.mode} bs {args.bs} len {args.len} threads {args.threads}: "
-      f"{args.bs * args.len * args.steps / dt:,.0f} tok/s")
+print(
+    f"{args.mode} bs {args.bs} len {args.len} threads {args.threads}: "
+    f"{args.bs * args.len * args.steps / dt:,.0f} tok/s"
+)
 if args.prof:
     from torch.profiler import profile
 

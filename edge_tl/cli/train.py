@@ -73,7 +73,7 @@ D = TrainConfig()  # the real defaults, shown in --help
     default=None,
     metavar="W",
     help="The head's share of the mix, 0 (network alone) to 1 (TF-IDF alone) "
-    f"[{D.tfidf_weight:g}].",
+    f"[{D.tfidf_weight:g}; tfidf_weight_auto in --config chooses it on the validation rows].",
 )
 @click.option(
     "--resume",
@@ -139,6 +139,8 @@ def train(
     if stages is not None:
         flags["stages"] = _stages(stages)
     flags = {k: v for k, v in flags.items() if v is not None}
+    if tfidf_weight is not None:  # a weight given is used as given, not chosen on data
+        flags["tfidf_weight_auto"] = False
     name = resume if resume is not None else out
     try:
         m = _run_training(

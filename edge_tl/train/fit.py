@@ -3,9 +3,12 @@ resume, the head trained on cached encoder features, and validation metrics."""
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -110,13 +113,14 @@ def fit_stage(learn, run: Run, phase: str, stage: int, n_epoch: int, lr, start: 
     def save(epoch: int, batch: int, finished: bool) -> None:
         if run.save is None:
             return
+        saved = _with_best(learn)
         if finished:
             nxt = (stage, epoch + 1) if epoch + 1 < n_epoch else (stage + 1, 0)
             rng = {**capture_rng(), "dl": dl.rng.getstate()}
-            run.save(phase, nxt[0], nxt[1], 0, learn, rng, rng)
+            run.save(phase, nxt[0], nxt[1], 0, saved, rng, rng)
         else:
             now = {**capture_rng(), **({"hidden": _lm_hidden(learn)} if phase == "lm" else {})}
-            run.save(phase, stage, epoch, batch, learn, state["rng"], now)
+            run.save(phase, stage, epoch, batch, saved, state["rng"], now)
 
     def resume_here() -> None:
         if rng_now:
@@ -125,9 +129,71 @@ def fit_stage(learn, run: Run, phase: str, stage: int, n_epoch: int, lr, start: 
                 _set_lm_hidden(learn, rng_now["hidden"])
 
     cbs = [EveryEpochAndMinutes(save, _minutes(learn), on_epoch_start)]
+    best = getattr(learn, "_best", None)
+    if best is not None:
+        cbs.append(KeepBest(best, stage))
     if batch0 > 0:
         cbs.append(SkipBatches(batch0, on_done=resume_here))
     learn.fit_one_cycle(n_epoch, lr, moms=(0.8, 0.7, 0.8), cbs=cbs, start_epoch=epoch0)
+
+
+# ---------------------------------------------------------------- the best epoch
+
+BEST_PREFIX = "best."  # checkpoint model_state keys of the best epoch's weights
+BEST_META = "best_epoch"  # float64 [valid loss, stage, epoch] of that epoch
+
+
+class KeepBest(Callback):
+    """After each epoch, copy the weights if its validation loss is the lowest so far."""
+
+    order = 60  # after the Recorder has logged the epoch, before its checkpoint is written
+
+    def __init__(self, best: dict[str, Any], stage: int) -> None:
+        self.best, self.stage = best, stage
+
+    def after_epoch(self) -> None:
+        record = getattr(self.learn, "final_record", None)
+        loss = float(record[1]) if record is not None and len(record) > 1 else math.nan
+        if math.isnan(loss) or loss >= self.best["loss"]:
+            return
+        self.best.update(loss=loss, stage=self.stage, epoch=int(self.epoch))
+        self.best["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+def new_best() -> dict[str, Any]:
+    """An empty record of the best epoch (KeepBest fills it)."""
+    return {"loss": math.inf, "stage": None, "epoch": None, "state": None}
+
+
+def _with_best(learn) -> Any:
+    """What a checkpoint saves of `learn`: its weights plus the best epoch's, if one is kept
+    (a resumed run must still be able to go back to an epoch before the interruption)."""
+    best = getattr(learn, "_best", None)
+    if best is None or best["state"] is None:
+        return learn
+    state = dict(learn.model.state_dict())
+    state.update({BEST_PREFIX + k: v for k, v in best["state"].items()})
+    meta = [best["loss"], best["stage"], best["epoch"]]
+    state[BEST_META] = torch.tensor(meta, dtype=torch.float64)
+    return SimpleNamespace(
+        model=SimpleNamespace(state_dict=lambda: state),
+        opt=learn.opt,
+        _vocab=learn._vocab,
+        _labels=getattr(learn, "_labels", None),
+    )
+
+
+def split_best(model_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint's model_state without the best epoch's entries, and that record."""
+    best = new_best()
+    plain = {k: v for k, v in model_state.items() if not k.startswith(BEST_PREFIX)}
+    meta = plain.pop(BEST_META, None)
+    if meta is not None:
+        loss, stage, epoch = (float(x) for x in meta.tolist())
+        n = len(BEST_PREFIX)
+        saved = {k[n:]: v for k, v in model_state.items() if k.startswith(BEST_PREFIX)}
+        best.update(loss=loss, stage=int(stage), epoch=int(epoch), state=saved)
+    return plain, best
 
 
 def _lm_hidden(learn) -> list[tuple[Any, Any]]:
@@ -187,4 +253,12 @@ def evaluate_ids(model, ids, y, names, run: Run, cfg: TrainConfig) -> dict[str, 
     return metrics_from_predictions(y, pred, names)
 
 
-__all__ = ["evaluate_ids", "fit_stage", "learner", "train_head_on_features"]
+__all__ = [
+    "KeepBest",
+    "evaluate_ids",
+    "fit_stage",
+    "learner",
+    "new_best",
+    "split_best",
+    "train_head_on_features",
+]

@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_tl.metrics import mix_metrics
 from edge_tl.tfidf_head import MISSING_LABEL_INTERCEPT, TfidfHead, head_proba
-from edge_tl.train.baseline import train_tfidf
+from edge_tl.train.baseline import TfidfConfig, TfidfModel, train_tfidf
 
 
 def fit_head(
@@ -18,10 +18,15 @@ def fit_head(
     names: Sequence[str],
     seed: int = 0,
     weight: float = 0.5,
+    *,
+    nb: bool = False,
 ) -> TfidfHead:
-    """Fit TF-IDF + LR (baseline.train_tfidf: C by CV) and lay it out in `names` order."""
+    """Fit TF-IDF + LR (baseline.train_tfidf: C by CV; NB-LR with `nb`) in `names` order."""
+    return head_of(train_tfidf(texts, labels, seed, TfidfConfig(nb=nb)), names, weight)
 
-    m = train_tfidf(texts, labels, seed)
+
+def head_of(m: TfidfModel, names: Sequence[str], weight: float = 0.5) -> TfidfHead:
+    """A fitted TF-IDF model as the head's arrays, its rows in `names` order."""
     vocab = m.vectorizer.vocabulary_
     features = [""] * len(vocab)
     for gram, col in vocab.items():
@@ -52,6 +57,48 @@ def fit_head(
     )
 
 
+def out_of_fold_proba(
+    m: TfidfModel, texts: Sequence[str], labels: Sequence[str], names: Sequence[str], seed: int = 0
+) -> Any:
+    """Cross-fitted probabilities (n, len(names)) of `m`'s kind of model at its C on the rows
+    it was fitted on: each row scored by a model fitted on the other folds, never on itself
+    (None when a label has fewer than two rows: no fold split can hold it on both sides)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray([m.labels.index(lab) for lab in labels])
+    folds = min(5, int(np.bincount(y, minlength=len(m.labels)).min()))
+    if folds < 2:
+        return None
+    x = m.vectorizer.transform(list(texts))
+    out = np.zeros((len(y), len(names)), dtype=np.float32)
+    cols = [names.index(n) for n in m.labels]
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        clf = clone(m.classifier).fit(x[tr], y[tr])  # its labels: sorted indices of y[tr]
+        out[np.ix_(te, [cols[int(k)] for k in clf.classes_])] = clf.predict_proba(x[te])
+    return out
+
+
+def choose_weight(
+    neural: Any, tfidf: Any, y: Sequence[int], min_rows: int, fallback: float
+) -> tuple[float, str]:
+    """The head's share in [0, 1] (steps of 0.05) that minimises the mix's log loss on held-out
+    rows, and how it was chosen; `fallback` when fewer than `min_rows` rows can say."""
+    neural, tfidf = np.asarray(neural, dtype=np.float64), np.asarray(tfidf, dtype=np.float64)
+    if len(y) < min_rows:
+        return fallback, f"fallback: {len(y)} held-out rows < {min_rows}"
+    gold = np.asarray(y)
+    rows = np.arange(len(gold))
+    grid = np.linspace(0.0, 1.0, 21)
+    # log loss, not accuracy: on a few hundred rows accuracy is flat over wide ranges of w
+    losses = [
+        -np.log(np.clip(w * tfidf[rows, gold] + (1 - w) * neural[rows, gold], 1e-7, 1)).mean()
+        for w in grid
+    ]
+    best = int(np.argmin(losses))  # first of equal losses: the smaller share of the head
+    return float(grid[best]), f"log loss on {len(gold)} held-out rows"
+
+
 def mixed_metrics(
     head: TfidfHead, neural: Any, texts: Sequence[str], y: Sequence[int], names: Sequence[str]
 ) -> dict[str, Any]:
@@ -62,4 +109,4 @@ def mixed_metrics(
     return out
 
 
-__all__ = ["fit_head", "mixed_metrics"]
+__all__ = ["choose_weight", "fit_head", "head_of", "mixed_metrics", "out_of_fold_proba"]

@@ -18,14 +18,23 @@ from fastai.torch_core import set_seed
 from edge_tl.awd_lstm import build_classifier, build_lm
 from edge_tl.config import CLAS_DROPOUTS, LM_DROPOUTS, ModelConfig
 from edge_tl.errors import ConfigError
+from edge_tl.metrics import mix_metrics
 from edge_tl.store.checkpoints import capture_rng
 from edge_tl.store.models import TrainedModel
-from edge_tl.tfidf_head import TfidfHead
+from edge_tl.tfidf_head import TfidfHead, head_proba
 from edge_tl.train import engine as fastcpu
+from edge_tl.train.baseline import TfidfConfig, train_tfidf
 from edge_tl.train.config import TrainConfig, config_dict
 from edge_tl.train.evaluate import predict_proba_ids
-from edge_tl.train.fit import evaluate_ids, fit_stage, learner, train_head_on_features
-from edge_tl.train.head import fit_head, mixed_metrics
+from edge_tl.train.fit import (
+    evaluate_ids,
+    fit_stage,
+    learner,
+    new_best,
+    split_best,
+    train_head_on_features,
+)
+from edge_tl.train.head import choose_weight, head_of, out_of_fold_proba
 from edge_tl.train.prepare import build_vocab_for, check_labels, stratified_split
 from edge_tl.train.settings import Run, classifier_dtype
 
@@ -212,10 +221,19 @@ def train_classifier(
     )
     learn = learner(dls, model, run, False, cfg, awd_lstm_clas_split)
     learn._ckpt_minutes, learn._vocab, learn._labels = cfg.checkpoint_minutes, vocab, names
+    # the best epoch so far, carried over from the checkpoint on resume
+    learn._best = (
+        None
+        if not cfg.best_epoch
+        else (split_best(resume.model_state)[1] if resume is not None else new_best())
+    )
     t_all = time.perf_counter()
     timings = _fit_stages(learn, model, ids, rows, v_ids, mcfg, cfg, run, resume, pretrained)
     seconds = time.perf_counter() - t_all
+    best = _keep_best(model, learn._best)
     head, metrics = _validation_metrics(model, rows, v_ids, names, cfg, run)
+    if best is not None:
+        metrics["best_epoch"] = best
     tokens = sum(len(t) for t in ids) * sum(cfg.stages[resume.position.stage if resume else 0 :])
     metrics.update(
         clas_seconds=seconds,
@@ -263,7 +281,7 @@ def _split_rows(
     if valid is not None:
         v_docs = fastcpu.tokenize(valid[0], cfg.workers)
         return _Rows(list(texts), docs, y, list(valid[0]), v_docs, [c2i[x] for x in valid[1]])
-    tr, va = stratified_split(y, cfg.valid_pct, cfg.seed)
+    tr, va = stratified_split(y, cfg.valid_share(len(y)), cfg.seed)
     return _Rows(
         [texts[i] for i in tr],
         [docs[i] for i in tr],
@@ -294,8 +312,16 @@ def _new_classifier(
     if lm is not None and resume is None:
         model[0].module.load_state_dict(lm.encoder_state)
     if resume is not None:
-        model.load_state_dict(resume.model_state)
+        model.load_state_dict(split_best(resume.model_state)[0])
     return model, vocab, mcfg
+
+
+def _keep_best(model: Any, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Put the best epoch's weights back into `model`; where it was (None if none was kept)."""
+    if best is None or best["state"] is None:
+        return None
+    model.load_state_dict(best["state"])
+    return {"stage": best["stage"], "epoch": best["epoch"], "valid_loss": best["loss"]}
 
 
 def _fit_stages(
@@ -343,14 +369,35 @@ def _fit_stages(
 def _validation_metrics(
     model: Any, rows: _Rows, v_ids: list, names: list[str], cfg: TrainConfig, run: Run
 ) -> tuple[TfidfHead | None, dict[str, Any]]:
-    """The TF-IDF head (fitted on the training rows) and the metrics on the validation rows."""
+    """The TF-IDF head and the metrics on the validation rows. The head is fitted on every
+    labelled row (the network holds the validation rows out; the head needs no early stopping),
+    so its validation probabilities are cross-fitted: each from a fit on the other folds."""
     if not cfg.tfidf_head:
         return None, evaluate_ids(model, v_ids, rows.v_y, names, run, cfg)
     t0 = time.perf_counter()
-    head = fit_head(rows.texts, [names[i] for i in rows.y], names, cfg.seed, cfg.tfidf_weight)
+    texts = rows.texts + rows.v_texts
+    labels = [names[i] for i in rows.y + rows.v_y]
+    m = train_tfidf(texts, labels, cfg.seed, TfidfConfig(nb=cfg.tfidf_nb))
+    oof = out_of_fold_proba(m, texts, labels, names, cfg.seed)
     neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
-    metrics = mixed_metrics(head, neural, rows.v_texts, rows.v_y, names)
-    metrics["tfidf_seconds"] = time.perf_counter() - t0
+    weight, how = cfg.tfidf_weight, "fixed"
+    if oof is None:  # a label too rare to cross-fit: the head's own (in-sample) probabilities
+        held_out = head_proba(head_of(m, names), rows.v_texts)
+        how = "fallback: a label has fewer than 2 rows" if cfg.tfidf_weight_auto else how
+    else:
+        held_out = oof[len(rows.texts) :]
+    if cfg.tfidf_weight_auto and oof is not None:
+        weight, how = choose_weight(
+            neural, held_out, rows.v_y, cfg.tfidf_weight_min_rows, cfg.tfidf_weight
+        )
+    head = head_of(m, names, weight)
+    metrics = mix_metrics(neural, held_out, weight, rows.v_y, names)
+    metrics.update(
+        tfidf_c=head.c,
+        tfidf_features=len(head.features),
+        tfidf_weight_chosen_by=how,
+        tfidf_seconds=time.perf_counter() - t0,
+    )
     return head, metrics
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from test_export import tiny_model
 from tinydata import keyword_texts, run_child, tiny_base
+
+# tests/deploy's helper, importable whichever folder pytest collects first
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from test_export import tiny_model  # noqa: E402
 
 from edge_tl.errors import ExportError, ModelError
 from edge_tl.tfidf_head import NgramCounter, TfidfHead, head_proba

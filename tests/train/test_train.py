@@ -116,12 +116,18 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
     assert m.dataset_fingerprint == data.open_dataset("tiny").fingerprint
     assert m.train_config["stages"] == [1, 1] and m.train_config["scratch"] is True
     assert CANARY in m.vocab  # it was learnt ...
-    assert m.metrics["lm_epochs_run"] == 1 and m.metrics["valid_rows"] == 4
-    # the TF-IDF head (default on): fitted on the 36 training rows, canary n-grams included
+    # 40 rows: the validation split takes its cap, a fifth (valid_min_rows 200 > 10 %)
+    assert m.metrics["lm_epochs_run"] == 1 and m.metrics["valid_rows"] == 8
+    # the TF-IDF head (default on): fitted on all 40 labelled rows, canary n-grams included
     assert m.tfidf_head is not None and CANARY in m.tfidf_head.features
     assert {"neural_accuracy", "tfidf_accuracy", "tfidf_c"} <= set(m.metrics)
     # --tfidf-weight: stored with the head, in the config the model carries, and scored
     assert m.tfidf_head.weight == 0.7 == m.train_config["tfidf_weight"] == m.metrics["tfidf_weight"]
+    assert m.train_config["tfidf_weight_auto"] is False  # a weight given is not chosen again
+    assert m.metrics["tfidf_weight_chosen_by"] == "fixed"
+    # stage 1's one epoch is the only one fit_stage ran: the kept best epoch (stage 0 trains
+    # the head alone on cached features)
+    assert m.metrics["best_epoch"]["stage"] == 1 and m.metrics["best_epoch"]["epoch"] == 0
     assert "(network " in res.output and "mixed at head weight 0.7)" in res.output
     # ... and is nowhere on disk in plaintext: not in the store, the working or temp folder,
     # HOME, XDG and library folders (the sandbox) or /dev/shm, in any common encoding.
@@ -234,6 +240,8 @@ def test_cli_transfer_from_a_base(
     assert m.base == "tinybase" and m.model_cfg.emb_sz == 8  # the base's shape, not the TOML's
     assert m.train_config["stages"] == [1] and m.metrics["lm_tokens_per_s"] > 0
     assert m.train_config["dtype"] == "auto" and m.metrics["dtype"] == want
+    # the weight stays 0.5 unless asked to choose it
+    assert m.tfidf_head.weight == 0.5 and m.metrics["tfidf_weight_chosen_by"] == "fixed"
     res = CliRunner().invoke(cli, ["train", "--data", "tiny", "--out", "t1", "--base", "x"])
     assert res.exit_code == 1
     assert res.output.strip() == (
