@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt constraints/cuda.txt
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[train,serve,test]'
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[train,serve,fed,test]'
 	touch $@
 
 demo: install

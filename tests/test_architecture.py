@@ -61,7 +61,17 @@ def test_no_module_is_over_the_size_limit() -> None:
 def test_every_concern_has_its_folder() -> None:
     """A reader finds each concern by its folder name; each folder has a public face."""
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert folders == {"bases", "cli", "compare", "deploy", "hardware", "health", "store", "train"}
+    assert folders == {
+        "bases",
+        "cli",
+        "compare",
+        "deploy",
+        "fed",
+        "hardware",
+        "health",
+        "store",
+        "train",
+    }
 
 
 # How a test could start a process around the suite's network guard (tests/tinydata.py).

@@ -31,6 +31,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
         _TRAIN,
     ),
     **dict.fromkeys(("uvicorn", "starlette", "anyio"), ("serve", "the HTTP server (uvicorn)")),
+    "flwr": ("fed", "federated learning (Flower)"),
 }
 
 # command name -> "module:attribute" under edge_tl.cli
@@ -46,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "export": "export:export",
     "predict": "predict:predict",
     "serve": "serve:serve",
+    "fed": "fed:fed",
 }
 
 

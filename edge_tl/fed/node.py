@@ -1,0 +1,110 @@
+"""A node's side of a round, in the ClientApp's process: decrypt the node's dataset in memory
+with the node's key, train the global model on it, return only the weight delta (and row
+counts, a loss, an accuracy). Imported only when a message needs training or evaluation, so
+the SecAgg+ key-exchange stages start without torch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from flwr.common import Context
+
+from edge_tl.bases.store import load_base
+from edge_tl.errors import ConfigError
+from edge_tl.fed.local import NodeData, accuracy, dataset_for_node, load_node_data, train_local
+from edge_tl.fed.settings import FedSettings, settings_from_config
+from edge_tl.fed.weights import (
+    MAX_ABS_DELTA,
+    base_digest,
+    check_arrays,
+    get_arrays,
+    initial_model,
+    layout_of,
+    set_arrays,
+    subtract,
+)
+from edge_tl.store.home import set_home
+from edge_tl.store.keys import set_passphrase_file
+
+log = logging.getLogger("edge_tl.fed")
+# In-memory only, per process: decrypted rows are never written anywhere.
+_DATA: dict[tuple[Any, ...], NodeData] = {}
+_BASES: dict[tuple[str, str], Any] = {}
+
+
+def _apply_node_config(node_config: Mapping[str, Any]) -> None:
+    """A SuperNode may name its store and passphrase file in its node config."""
+    if node_config.get("home"):
+        set_home(str(node_config["home"]))
+    if node_config.get("passphrase-file"):
+        set_passphrase_file(str(node_config["passphrase-file"]))
+
+
+def _base(name: str) -> Any:
+    key = (os.environ.get("EDGE_TL_HOME", ""), name)
+    if key not in _BASES:
+        _BASES[key] = load_base(name)
+    return _BASES[key]
+
+
+def _data(s: FedSettings, node_config: Mapping[str, Any], vocab: list[str]) -> NodeData:
+    key = (
+        os.environ.get("EDGE_TL_HOME", ""),
+        dataset_for_node(s, node_config),
+        s.labels,
+        s.seed,
+        s.valid_pct,
+        s.base,
+    )
+    if key not in _DATA:
+        _DATA[key] = load_node_data(s, node_config, vocab)
+    return _DATA[key]
+
+
+class EdgeClient(NumPyClient):
+    """One node's side of a round: local training from the global weights, or evaluation."""
+
+    def __init__(self, context: Context) -> None:
+        _apply_node_config(context.node_config)
+        self.settings = settings_from_config(context.run_config)
+        self.node_config = dict(context.node_config)
+        self.base = _base(self.settings.base)
+        self.model = initial_model(self.settings, self.base)
+        self.layout = layout_of(self.model, self.settings)
+
+    def _load(self, parameters: list[np.ndarray], config: Mapping[str, Any]) -> NodeData:
+        want = config.get("base_sha256")
+        if want is not None and want != base_digest(self.base):
+            raise ConfigError(
+                f"this node's base {self.settings.base!r} is not the coordinator's",
+                "import the same base bundle on every node (`edge-tl base import`)",
+            )
+        set_arrays(self.model, self.layout, parameters)
+        return _data(self.settings, self.node_config, list(self.base.vocab))
+
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Train from the global weights; the delta, the training rows, a loss."""
+        data = self._load(parameters, config)
+        metrics = train_local(self.model, data, self.settings, self.layout)
+        delta = subtract(get_arrays(self.model, self.layout), parameters)
+        delta = [np.clip(d, -MAX_ABS_DELTA, MAX_ABS_DELTA) for d in delta]
+        check_arrays(delta, self.layout, "this node's update", MAX_ABS_DELTA)
+        return delta, len(data.y), metrics
+
+    def evaluate(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[float, int, dict[str, Any]]:
+        """The global model's accuracy on this node's held-out rows."""
+        data = self._load(parameters, config)
+        acc = accuracy(self.model, data.v_ids, data.v_y, self.settings)
+        return 1.0 - acc, len(data.v_y), {"accuracy": acc}
+
+
+__all__ = ["EdgeClient"]
