@@ -101,7 +101,8 @@ def test_choose_weight_follows_the_better_part() -> None:
 )
 def test_validation_share(n: int, share: float) -> None:
     """At least valid_min_rows, never more than a fifth, never under valid_pct."""
-    assert TrainConfig().valid_share(n) == pytest.approx(share)
+    assert TrainConfig().valid_share(n) == pytest.approx(0.1)  # the default: valid_pct alone
+    assert TrainConfig(valid_min_rows=200).valid_share(n) == pytest.approx(share)
     assert TrainConfig(valid_pct=0.3).valid_share(n) == pytest.approx(0.3)
 
 

@@ -88,8 +88,10 @@ def test_cli_scratch_end_to_end_and_no_canary_on_disk(
     monkeypatch.chdir(work)
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)
+    # also the settings that are off by default: the best epoch, a larger validation split
     toml = tiny_setup.read_text().replace(
-        "lm_frozen_epochs = 0", "scratch_lm = true\nlm_frozen_epochs = 0"
+        "lm_frozen_epochs = 0",
+        "scratch_lm = true\nlm_frozen_epochs = 0\nbest_epoch = true\nvalid_min_rows = 200",
     )
     tiny_setup.write_text(toml)
     res = CliRunner().invoke(
