@@ -73,7 +73,8 @@ D = TrainConfig()  # the real defaults, shown in --help
     default=None,
     metavar="W",
     help="The head's share of the mix, 0 (network alone) to 1 (TF-IDF alone) "
-    f"[{D.tfidf_weight:g}; tfidf_weight_auto in --config chooses it on the validation rows].",
+    f"[chosen by log loss on the validation rows when there are {D.tfidf_weight_min_rows} or "
+    f"more, else {D.tfidf_weight:g}; giving W fixes it].",
 )
 @click.option(
     "--resume",

@@ -242,8 +242,9 @@ def test_cli_transfer_from_a_base(
     assert m.base == "tinybase" and m.model_cfg.emb_sz == 8  # the base's shape, not the TOML's
     assert m.train_config["stages"] == [1] and m.metrics["lm_tokens_per_s"] > 0
     assert m.train_config["dtype"] == "auto" and m.metrics["dtype"] == want
-    # the weight stays 0.5 unless asked to choose it
-    assert m.tfidf_head.weight == 0.5 and m.metrics["tfidf_weight_chosen_by"] == "fixed"
+    # chosen on the validation rows by default, but 4 rows are too few to say: 0.5 stays
+    assert m.tfidf_head.weight == 0.5
+    assert m.metrics["tfidf_weight_chosen_by"].startswith("fallback: 4 held-out rows < 100")
     res = CliRunner().invoke(cli, ["train", "--data", "tiny", "--out", "t1", "--base", "x"])
     assert res.exit_code == 1
     assert res.output.strip() == (
