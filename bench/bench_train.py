@@ -379,8 +379,8 @@ def main() -> None:
     check_same_work(res)
     res["peak_gflops"] = peak_gflops(args.threads)
     for name in ("plain_lm", "ours_lm", "plain_clas", "ours_clas"):
-        r, ph = res[name], name.split("_")[1]
-        gflop = phase_gflop(tc, ph, res[f"{name[: -len(ph)]}lm"]["vocab"], r["tokens"], r["epochs"])
+        r, (arm, ph) = res[name], name.split("_")
+        gflop = phase_gflop(tc, ph, res[f"{arm}_lm"]["vocab"], r["tokens"], r["epochs"])
         r["gflop_per_s"] = gflop / r["wall_s"]
     res["ratio"] = {
         "lm_throughput": res["ours_lm"]["tokens_per_s"] / res["plain_lm"]["tokens_per_s"],

@@ -380,18 +380,17 @@ def _validation_metrics(
     m = train_tfidf(texts, labels, cfg.seed, TfidfConfig(nb=cfg.tfidf_nb))
     oof = out_of_fold_proba(m, texts, labels, names, cfg.seed)
     neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
-    weight, how = cfg.tfidf_weight, "fixed"
+    head, how = head_of(m, names, cfg.tfidf_weight), "fixed"
     if oof is None:  # a label too rare to cross-fit: the head's own (in-sample) probabilities
-        held_out = head_proba(head_of(m, names), rows.v_texts)
+        held_out = head_proba(head, rows.v_texts)
         how = "fallback: a label has fewer than 2 rows" if cfg.tfidf_weight_auto else how
     else:
         held_out = oof[len(rows.texts) :]
     if cfg.tfidf_weight_auto and oof is not None:
-        weight, how = choose_weight(
+        head.weight, how = choose_weight(
             neural, held_out, rows.v_y, cfg.tfidf_weight_min_rows, cfg.tfidf_weight
         )
-    head = head_of(m, names, weight)
-    metrics = mix_metrics(neural, held_out, weight, rows.v_y, names)
+    metrics = mix_metrics(neural, held_out, head.weight, rows.v_y, names)
     metrics.update(
         tfidf_c=head.c,
         tfidf_features=len(head.features),
