@@ -25,7 +25,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server.strategy import FedAvg
 
 from edge_tl.fed.settings import FedSettings
-from edge_tl.fed.weights import MAX_ABS_DELTA, Layout, UpdateError, add, check_arrays
+from edge_tl.fed.weights import MAX_ABS_DELTA, Layout, UpdateError, add, check_arrays, check_model
 from edge_tl.fed.weights import weighted_mean as fedavg
 
 log = logging.getLogger("edge_tl.fed")
@@ -99,7 +99,7 @@ class GuardedFedAvg(FedAvg):
             return None, {}
         new = add(self.arrays, fedavg(good))
         try:
-            check_arrays(new, self.layout, f"round {rnd}: new global model")
+            check_model(new, self.layout, f"round {rnd}: new global model")
         except UpdateError as e:
             self._reject(rnd, f"{e.message}; the global model stays as it was")
             return None, {}

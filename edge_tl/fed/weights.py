@@ -129,6 +129,15 @@ def check_arrays(
             raise UpdateError(f"{what}: {k} moves a weight by more than {max_abs}")
 
 
+def check_model(arrays: Sequence[Any], layout: Layout, what: str) -> None:
+    """check_arrays for whole weights, and no negative BatchNorm variance: a mean of clipped,
+    quantized deltas can push a near-zero variance below zero, and the model then predicts NaN."""
+    check_arrays(arrays, layout, what)
+    for k, a in zip(layout.keys, arrays, strict=True):
+        if k.endswith("running_var") and a.size and float(a.min()) < 0.0:
+            raise UpdateError(f"{what}: {k} holds a negative variance")
+
+
 def subtract(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> list[np.ndarray]:
     """a - b, array by array (float32)."""
     return [(x - y).astype(np.float32) for x, y in zip(a, b, strict=True)]
@@ -157,6 +166,7 @@ __all__ = [
     "add",
     "build_model",
     "check_arrays",
+    "check_model",
     "get_arrays",
     "initial_model",
     "layout_of",

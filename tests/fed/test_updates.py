@@ -177,3 +177,15 @@ def test_a_node_refuses_a_plain_training_request_unless_allowed(
     assert secagg_guard(default_required=False)(msg, ctx({}), trained) == "trained"
     query = Message(RecordDict(), dst_node_id=1, message_type=MessageType.EVALUATE)
     assert secagg_guard()(query, ctx({}), trained) == "trained"
+
+
+def test_a_negative_batchnorm_variance_is_no_model() -> None:
+    """A mean of clipped, quantized deltas can take a variance below zero: refused, since the
+    model would predict NaN."""
+    from edge_tl.fed.weights import Layout, UpdateError, check_model
+
+    layout = Layout(("1.layers.0.running_var", "1.layers.0.weight"), ((2,), (2,)))
+    ok = [np.array([0.0, 1.0], np.float32), np.array([-3.0, 1.0], np.float32)]
+    check_model(ok, layout, "m")  # a negative weight is fine, a zero variance too
+    with pytest.raises(UpdateError, match="negative variance"):
+        check_model([np.array([-1e-4, 1.0], np.float32), ok[1]], layout, "m")
