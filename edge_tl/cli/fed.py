@@ -13,7 +13,10 @@ import click
 from .options import PASSPHRASE_FILE
 
 _SETTINGS_HELP = {
-    "rounds": "Federated rounds.",
+    "rounds": "Federated rounds of the classifier and its TF-IDF head.",
+    "lm_rounds": "Federated rounds of language-model fine-tuning first (0: none).",
+    "lm_epochs": "Epochs each node fine-tunes the language model per LM round.",
+    "lm_lr": "Adam learning rate of the language-model rounds.",
     "local_epochs": "Epochs each node trains per round.",
     "lr": "Adam learning rate on each node.",
     "bs": "Batch size on each node.",
@@ -23,6 +26,10 @@ _SETTINGS_HELP = {
     "proximal_mu": "FedProx: > 0 pulls each node's weights towards the global ones.",
     "seed": "Seed of the shared starting head and the nodes' splits.",
     "valid_pct": "Share of each node's rows held out to report accuracy (0: no evaluation).",
+    "head_weight": "The TF-IDF head's share of the model's probabilities.",
+    "dp_noise": "Differential privacy: noise multiplier z (0: off; 1.0: epsilon ~ 13 at 5 rounds).",
+    "dp_clip": "Differential privacy: L2 norm each node's update is clipped to.",
+    "dp_delta": "Differential privacy: the delta of the epsilon reported.",
 }
 
 
@@ -41,6 +48,12 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=True,
             show_default=True,
             help="SecAgg+: the coordinator sees only the sum of the updates.",
+        ),
+        click.option(
+            "--head/--no-head",
+            default=d.head,
+            show_default=True,
+            help="Federate a TF-IDF head over the base's words and mix it in.",
         ),
         click.option(
             "--freeze-embedding",
@@ -79,7 +92,15 @@ def _report(m: Any, as_json: bool) -> None:
     for r in rounds:
         acc = r.get("accuracy")
         acc_text = "-" if acc is None else f"{acc:.3f}"
-        click.echo(f"round {r['round']}: {r.get('nodes', 0)} nodes, held-out accuracy {acc_text}")
+        phase = " (language model)" if r.get("phase") == "lm" else ""
+        click.echo(
+            f"round {r['round']}{phase}: {r.get('nodes', 0)} nodes, held-out accuracy {acc_text}"
+        )
+    if "dp_epsilon" in m.metrics:
+        click.echo(
+            f"differential privacy: epsilon {m.metrics['dp_epsilon']:.2f} at delta"
+            f" {m.metrics['dp_delta']:g} per node, over {m.metrics['dp_rounds']} rounds"
+        )
     for why in m.metrics.get("rejected_updates", []):
         click.echo(f"left out: {why}")
     click.echo(f"stored model {m.name!r} (edge-tl export {m.name} --out {m.name}.onnx)")

@@ -1,5 +1,6 @@
 """What a node does with its own rows, in memory: read the vault, tokenize with the base's
-vocabulary, train the global model a few epochs, measure it on held-out rows."""
+vocabulary, fine-tune the language model or train the classifier a few epochs, measure the
+global model on held-out rows."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from edge_tl.errors import DataError
 from edge_tl.fed.settings import FedSettings
 from edge_tl.fed.weights import EMBEDDING, Layout
 from edge_tl.store.datasets import open_dataset
-from edge_tl.train.engine import clas_loader, numericalize, tokenize
+from edge_tl.train.engine import clas_loader, lm_loader, numericalize, tokenize
 from edge_tl.train.evaluate import predict_ids
 from edge_tl.train.prepare import stratified_split
 
@@ -26,12 +27,16 @@ NUM_PARTITIONS = "num-partitions"
 
 @dataclass
 class NodeData:
-    """A node's rows as token ids under the base vocabulary: training and held-out parts."""
+    """A node's rows under the base vocabulary: training and held-out parts, and the text the
+    language model reads (training rows and unlabelled rows; held-out rows never)."""
 
     ids: list[Any]
     y: list[int]
     v_ids: list[Any]
     v_y: list[int]
+    texts: list[str]
+    v_texts: list[str]
+    lm_ids: list[Any]
 
 
 def dataset_for_node(s: FedSettings, node_config: Mapping[str, Any]) -> tuple[str, int, int]:
@@ -67,7 +72,9 @@ def load_node_data(
 ) -> NodeData:
     """Decrypt the node's dataset in memory and turn it into ids under `vocab` (the base's)."""
     name, part, parts = dataset_for_node(s, node_config)
-    texts, labels = open_dataset(name).labelled()
+    ds = open_dataset(name)
+    texts, labels = ds.labelled()
+    unlabelled = ds.unlabelled_texts() if s.lm_rounds else []
     names = s.label_list()
     odd = sorted(set(labels) - set(names))
     if odd:
@@ -80,14 +87,22 @@ def load_node_data(
     if parts > 1:
         keep = shard(y, part, parts, s.seed)
         texts, y = [texts[i] for i in keep], [y[i] for i in keep]
+        unlabelled = unlabelled[part::parts]
     if len(texts) < 2:
         raise DataError(f"dataset {name!r} holds {len(texts)} labelled rows on this node")
     ids = numericalize(tokenize(texts), vocab)
     tr, va = (
         stratified_split(y, s.valid_pct, s.seed) if s.valid_pct > 0 else (list(range(len(y))), [])
     )
+    extra = numericalize(tokenize(unlabelled), vocab) if unlabelled else []
     return NodeData(
-        [ids[i] for i in tr], [y[i] for i in tr], [ids[i] for i in va], [y[i] for i in va]
+        [ids[i] for i in tr],
+        [y[i] for i in tr],
+        [ids[i] for i in va],
+        [y[i] for i in va],
+        [texts[i] for i in tr],
+        [texts[i] for i in va],
+        [ids[i] for i in tr] + list(extra) if s.lm_rounds else [],
     )
 
 
@@ -144,4 +159,48 @@ def train_local(model: Any, data: NodeData, s: FedSettings, layout: Layout) -> d
     }
 
 
-__all__ = ["NodeData", "accuracy", "dataset_for_node", "load_node_data", "shard", "train_local"]
+def train_lm_local(
+    model: Any, bias: np.ndarray, data: NodeData, s: FedSettings, mcfg: Any
+) -> tuple[np.ndarray, dict[str, float]]:
+    """`s.lm_epochs` of language-model fine-tuning on the node's text: the classifier's encoder
+    and the LM's output bias (tied to the embedding) are trained; the new bias and a loss."""
+    from edge_tl.awd_lstm import build_lm
+
+    lm = build_lm(mcfg, drop_mult=0.3)
+    lm[0].load_state_dict(model[0].module.state_dict())
+    with torch.no_grad():
+        lm[1].decoder.bias.copy_(torch.from_numpy(bias))
+    params = [p for p in lm.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=s.lm_lr, betas=(0.8, 0.99))
+    loader = lm_loader(data.lm_ids, s.bs, s.bptt, True)
+    t0, steps, loss_sum = time.perf_counter(), 0, 0.0
+    lm.train()
+    for _ in range(s.lm_epochs):
+        lm.reset()
+        for xb, yb in loader:
+            x, y = xb.as_subclass(torch.Tensor), yb.as_subclass(torch.Tensor).long()
+            logits = lm(x)[0]  # (bs, bptt, vocab)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            steps += 1
+            loss_sum += float(loss.detach())
+    model[0].module.load_state_dict(lm[0].state_dict())
+    new_bias = lm[1].decoder.bias.detach().float().numpy().copy()
+    return new_bias, {
+        "lm_loss": loss_sum / max(steps, 1),
+        "train_seconds": time.perf_counter() - t0,
+    }
+
+
+__all__ = [
+    "NodeData",
+    "accuracy",
+    "dataset_for_node",
+    "load_node_data",
+    "shard",
+    "train_lm_local",
+    "train_local",
+]

@@ -16,20 +16,32 @@ from flwr.common import Context
 
 from edge_tl.bases.store import load_base
 from edge_tl.errors import ConfigError
-from edge_tl.fed.local import NodeData, accuracy, dataset_for_node, load_node_data, train_local
+from edge_tl.fed import head as fed_head
+from edge_tl.fed.local import (
+    NodeData,
+    dataset_for_node,
+    load_node_data,
+    train_lm_local,
+    train_local,
+)
+from edge_tl.fed.privacy import clip_update
 from edge_tl.fed.settings import FedSettings, settings_from_config
 from edge_tl.fed.weights import (
+    LM_BIAS,
     MAX_ABS_DELTA,
     base_digest,
     check_arrays,
     get_arrays,
     initial_model,
     layout_of,
+    model_shape,
     set_arrays,
     subtract,
 )
 from edge_tl.store.home import set_home
 from edge_tl.store.keys import set_passphrase_file
+from edge_tl.tfidf_head import head_proba
+from edge_tl.train.evaluate import predict_proba_ids
 
 log = logging.getLogger("edge_tl.fed")
 # In-memory only, per process: decrypted rows are never written anywhere.
@@ -75,7 +87,8 @@ class EdgeClient(NumPyClient):
         self.node_config = dict(context.node_config)
         self.base = _base(self.settings.base)
         self.model = initial_model(self.settings, self.base)
-        self.layout = layout_of(self.model, self.settings)
+        self.layout = layout_of(self.model, self.settings, self.base.vocab)
+        self.extras: dict[str, np.ndarray] = {}
 
     def _load(self, parameters: list[np.ndarray], config: Mapping[str, Any]) -> NodeData:
         want = config.get("base_sha256")
@@ -84,26 +97,62 @@ class EdgeClient(NumPyClient):
                 f"this node's base {self.settings.base!r} is not the coordinator's",
                 "import the same base bundle on every node (`edge-tl base import`)",
             )
-        set_arrays(self.model, self.layout, parameters)
+        self.extras = set_arrays(self.model, self.layout, parameters)
         return _data(self.settings, self.node_config, list(self.base.vocab))
 
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        """Train from the global weights; the delta, the training rows, a loss."""
+        """Train from the global weights (the LM in the first rounds, then the classifier and
+        its head); the clipped delta, the rows it counts for, a loss."""
+        s = self.settings
         data = self._load(parameters, config)
-        metrics = train_local(self.model, data, self.settings, self.layout)
-        delta = subtract(get_arrays(self.model, self.layout), parameters)
+        if s.is_lm_round(int(config.get("round", s.lm_rounds + 1))):
+            bias, metrics = train_lm_local(
+                self.model, self.extras[LM_BIAS], data, s, model_shape(self.base)
+            )
+            self.extras[LM_BIAS] = bias
+        else:
+            metrics = train_local(self.model, data, s, self.layout)
+            if s.head:
+                self._fit_head(data)
+        delta = subtract(get_arrays(self.model, self.layout, self.extras), parameters)
+        if s.dp_noise > 0:  # DP: every node's update weighs the same, its norm at most dp_clip
+            metrics["update_norm"] = clip_update(delta, s.dp_clip)
         delta = [np.clip(d, -MAX_ABS_DELTA, MAX_ABS_DELTA) for d in delta]
         check_arrays(delta, self.layout, "this node's update", MAX_ABS_DELTA)
-        return delta, len(data.y), metrics
+        return delta, 1 if s.dp_noise > 0 else len(data.y), metrics
+
+    def _fit_head(self, data: NodeData) -> None:
+        """This node's TF-IDF head under the global idf, into the extras that travel."""
+        glob = [self.extras[k] for k in fed_head.KEYS]
+        counts = fed_head.count_matrix(data.texts, self._features())
+        n_class = len(self.settings.label_list())
+        fitted = fed_head.fit_local(counts, data.y, n_class, glob, self.settings.seed)
+        self.extras.update(zip(fed_head.KEYS, fitted, strict=True))
+
+    def _features(self) -> list[str]:
+        return fed_head.head_features(self.base.vocab)
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        """The global model's accuracy on this node's held-out rows."""
+        """The global model's accuracy (with its head, when it has one) on held-out rows."""
         data = self._load(parameters, config)
-        acc = accuracy(self.model, data.v_ids, data.v_y, self.settings)
+        if not data.v_y:
+            return 1.0, 0, {"accuracy": float("nan")}
+        s = self.settings
+        probs = np.asarray(predict_proba_ids(self.model, data.v_ids, s.bs, s.bptt))
+        head = (
+            fed_head.head_of_arrays(
+                self._features(), [self.extras[k] for k in fed_head.KEYS], 1, s.head_weight
+            )
+            if s.head
+            else None
+        )
+        if head is not None:
+            probs = (1 - head.weight) * probs + head.weight * head_proba(head, data.v_texts)
+        acc = float(np.mean(probs.argmax(1) == np.asarray(data.v_y)))
         return 1.0 - acc, len(data.v_y), {"accuracy": acc}
 
 

@@ -12,12 +12,15 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from edge_tl.bases.store import load_base
 from edge_tl.errors import ConfigError, StoreError
+from edge_tl.fed import head as fed_head
 from edge_tl.fed.checkpoint import RoundCheckpoint, load_round, remove_round, save_round
+from edge_tl.fed.privacy import epsilon
 from edge_tl.fed.settings import FedSettings, settings_from_config
 from edge_tl.fed.strategy import CheckedGrid, GuardedFedAvg
 from edge_tl.fed.weights import (
     base_digest,
     get_arrays,
+    initial_extras,
     initial_model,
     layout_of,
     model_shape,
@@ -38,14 +41,16 @@ def run_coordinator(grid: Any, context: Any) -> TrainedModel:
         )
     base = load_base(s.base)
     model = initial_model(s, base)
-    layout = layout_of(model, s)
-    ck = load_round(s, layout) or RoundCheckpoint(0, get_arrays(model, layout), [])
+    layout = layout_of(model, s, base.vocab)
+    start = get_arrays(model, layout, initial_extras(layout, base))
+    ck = load_round(s, layout) or RoundCheckpoint(0, start, [])
     if ck.round:
         log.info("resuming the federation of %s after round %d", s.out, ck.round)
     history = list(ck.history)
 
     def on_round(rnd: int, arrays: list[np.ndarray], metrics: dict[str, Any]) -> None:
-        history.append({"round": rnd, **metrics})
+        phase = "lm" if s.is_lm_round(rnd) else "classifier"
+        history.append({"round": rnd, "phase": phase, **metrics})
         save_round(s, layout, RoundCheckpoint(rnd, arrays, history))
 
     strategy = GuardedFedAvg(
@@ -56,7 +61,7 @@ def run_coordinator(grid: Any, context: Any) -> TrainedModel:
         fit_config={"base_sha256": base_digest(base), "n_values": layout.n_values()},
         on_round=on_round,
     )
-    remaining = s.rounds - ck.round
+    remaining = s.total_rounds() - ck.round
     if remaining > 0:
         legacy = LegacyContext(
             context, config=ServerConfig(num_rounds=remaining), strategy=strategy
@@ -73,11 +78,37 @@ def run_coordinator(grid: Any, context: Any) -> TrainedModel:
         )
         DefaultWorkflow(fit_workflow=fit)(CheckedGrid(grid, layout, strategy.note), legacy)
         _add_evaluations(history, legacy, ck.round)
-    set_arrays(model, layout, strategy.arrays)
+    extras = set_arrays(model, layout, strategy.arrays)
     m = _trained_model(s, base, model, history, strategy.rejected)
+    m.tfidf_head = _head(s, base, extras, history)
     save_model(m, overwrite=False)
     remove_round(s.out)
     return m
+
+
+def _head(
+    s: FedSettings, base: Any, extras: dict[str, np.ndarray], history: list[dict[str, Any]]
+) -> Any:
+    """The federated TF-IDF head as the model's own (None without one)."""
+    if not s.head:
+        return None
+    nodes = next((int(h["nodes"]) for h in reversed(history) if h.get("nodes")), 1)
+    arrays = [extras[k] for k in fed_head.KEYS]
+    return fed_head.head_of_arrays(fed_head.head_features(base.vocab), arrays, nodes, s.head_weight)
+
+
+def privacy_report(s: FedSettings, rounds: int) -> dict[str, Any]:
+    """The node-level (epsilon, delta) of `rounds` noised rounds ({} without DP)."""
+    if s.dp_noise <= 0:
+        return {}
+    eps = epsilon(s.dp_noise, rounds, s.dp_delta)
+    return {
+        "dp_epsilon": round(eps, 4),
+        "dp_delta": s.dp_delta,
+        "dp_noise_multiplier": s.dp_noise,
+        "dp_clip": s.dp_clip,
+        "dp_rounds": rounds,
+    }
 
 
 def _add_evaluations(history: list[dict[str, Any]], legacy: Any, offset: int) -> None:
@@ -92,7 +123,7 @@ def _add_evaluations(history: list[dict[str, Any]], legacy: Any, offset: int) ->
 def _trained_model(
     s: FedSettings, base: Any, model: Any, history: list[dict[str, Any]], rejected: list[str]
 ) -> TrainedModel:
-    """The global model as an ordinary edge_tl model (network only: no TF-IDF head)."""
+    """The global model as an ordinary edge_tl model (its TF-IDF head added by the caller)."""
     import torch
 
     state = {
@@ -111,6 +142,7 @@ def _trained_model(
         metrics={
             "federated_rounds": history,
             "rejected_updates": rejected[-50:],
+            **privacy_report(s, sum(1 for h in history if "nodes" in h)),
             **({"valid_accuracy": last["accuracy"]} if last else {}),
         },
         base=base.name,
@@ -130,13 +162,14 @@ def main(grid: Grid, context: Any) -> None:
 def check_resumable(s: FedSettings) -> None:
     """Refuse settings whose rounds are fewer than a checkpoint already holds (ConfigError)."""
     base = load_base(s.base)
-    layout = layout_of(initial_model(s, base), s)
+    layout = layout_of(initial_model(s, base), s, base.vocab)
     ck = load_round(s, layout)
-    if ck is not None and ck.round > s.rounds:
+    if ck is not None and ck.round > s.total_rounds():
         raise ConfigError(
-            f"the checkpoint of {s.out!r} is after round {ck.round}, beyond --rounds {s.rounds}",
+            f"the checkpoint of {s.out!r} is after round {ck.round}, beyond"
+            f" --lm-rounds {s.lm_rounds} + --rounds {s.rounds}",
             "pass --rounds at least that large",
         )
 
 
-__all__ = ["check_resumable", "main", "run_coordinator", "server_app"]
+__all__ = ["check_resumable", "main", "privacy_report", "run_coordinator", "server_app"]

@@ -13,7 +13,8 @@ from edge_tl.store.models import check_name
 
 @dataclass(frozen=True)
 class FedSettings:
-    """What the coordinator federates and how (FedAvg over the classifier's weights)."""
+    """What the coordinator federates and how: `lm_rounds` of language-model fine-tuning,
+    then `rounds` of the classifier and its TF-IDF head (FedAvg over weight deltas)."""
 
     out: str  # the model's name in the coordinator's store
     data: str  # each node's vault dataset (comma-separated: one per simulated node)
@@ -36,12 +37,28 @@ class FedSettings:
     max_examples: int = 10_000  # SecAgg+ max_weight: the most rows one node may count
     valid_pct: float = 0.1  # rows each node holds out to report the global model's accuracy
     freeze_embedding: bool = False  # keep the base's embedding (smaller updates)
+    lm_rounds: int = 1  # rounds of language-model fine-tuning on every node's text, first
+    lm_epochs: int = 1  # epochs each node fine-tunes the language model per LM round
+    lm_lr: float = 1e-3  # Adam learning rate of the language-model rounds
+    head: bool = True  # federate a TF-IDF head over the base's words and mix it in
+    head_weight: float = 0.5  # the head's share of the mixed probabilities
+    dp_noise: float = 0.0  # DP noise multiplier z (> 0: each node clips, the sum gets noise)
+    dp_clip: float = 1.0  # DP: the L2 norm each node's update is clipped to
+    dp_delta: float = 1e-5  # DP: the delta of the (epsilon, delta) reported
 
     def __post_init__(self) -> None:
         check_name(self.out)
         for name in ("rounds", "local_epochs", "bs", "bptt", "max_len", "lin_ftrs", "min_nodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federation setting {name} must be >= 1")
+        if self.lm_rounds < 0 or self.lm_epochs < 1 or self.lm_lr <= 0:
+            raise ConfigError("federation settings need lm_rounds >= 0, lm_epochs >= 1, lm_lr > 0")
+        if not 0.0 <= self.head_weight <= 1.0:
+            raise ConfigError("federation setting head_weight must be in [0, 1]")
+        if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
+            raise ConfigError(
+                "differential privacy needs dp_noise >= 0, dp_clip > 0 and 0 < dp_delta < 1"
+            )
         if self.max_len % self.bptt:  # fastai's pooling assumes whole bptt chunks
             raise ConfigError(
                 f"max_len {self.max_len} is not a multiple of bptt {self.bptt}",
@@ -63,6 +80,14 @@ class FedSettings:
                 f"labels {self.labels!r} must name at least 2 distinct labels",
                 "pass --labels neg,pos (comma-separated)",
             )
+
+    def total_rounds(self) -> int:
+        """Language-model rounds and classifier rounds together."""
+        return self.lm_rounds + self.rounds
+
+    def is_lm_round(self, rnd: int) -> bool:
+        """Whether round `rnd` (1-based, counted over the whole run) fine-tunes the LM."""
+        return rnd <= self.lm_rounds
 
     def label_list(self) -> list[str]:
         """The label names, in model order."""

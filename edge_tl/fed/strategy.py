@@ -24,11 +24,13 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.strategy import FedAvg
 
+from edge_tl.fed.privacy import add_noise
 from edge_tl.fed.settings import FedSettings
 from edge_tl.fed.weights import MAX_ABS_DELTA, Layout, UpdateError, add, check_arrays, check_model
 from edge_tl.fed.weights import weighted_mean as fedavg
 
 log = logging.getLogger("edge_tl.fed")
+MIN_VAR = 1e-5  # BatchNorm's own eps: a noised running variance is kept at least this
 
 
 def _weighted_accuracy(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class GuardedFedAvg(FedAvg):
         self.start_round, self.on_round = start_round, on_round
         self.rejected: list[str] = []  # why updates were left out, for the report
         self.round = start_round
+        self.noise_std = 0.0  # DP noise added to the last mean
         self._t0 = time.perf_counter()
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
@@ -97,7 +100,16 @@ class GuardedFedAvg(FedAvg):
         if not good or (not self.settings.secagg and len(good) < self.settings.min_nodes):
             self._reject(rnd, f"{len(good)} good update(s); the global model stays as it was")
             return None, {}
-        new = add(self.arrays, fedavg(good))
+        mean = fedavg(good)
+        nodes = len(results) if self.settings.secagg else len(good)
+        if self.settings.dp_noise > 0:  # central noise on the mean of clipped updates
+            self.noise_std = add_noise(mean, self.settings.dp_noise, self.settings.dp_clip, nodes)
+        # SecAgg+'s quantization and DP's noise can take a near-zero BatchNorm variance below
+        # zero (the model would predict NaN): holding it at BatchNorm's eps is post-processing.
+        new = [
+            np.maximum(a, MIN_VAR) if k.endswith("running_var") else a
+            for k, a in zip(self.layout.keys, add(self.arrays, mean), strict=True)
+        ]
         try:
             check_model(new, self.layout, f"round {rnd}: new global model")
         except UpdateError as e:

@@ -13,12 +13,15 @@ import numpy as np
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.config import CLAS_DROPOUTS, ModelConfig
 from edge_tl.errors import EdgeTLError
+from edge_tl.fed import head as fed_head
 from edge_tl.fed.settings import FedSettings
 
 # The embedding's tied copy: set from `encoder.weight`, never sent twice.
 TIED = "0.module.encoder_dp.emb.weight"
 TIED_SOURCE = "0.module.encoder.weight"
 EMBEDDING = TIED_SOURCE
+LM_BIAS = "lm.decoder.bias"  # the language model's output bias (its weight is the embedding)
+BASE_LM_BIAS = "1.decoder.bias"  # the same in the base's LM state
 # SecAgg+'s clipping range: a node clips its delta to it (BatchNorm's running variance can
 # jump further in one round), the coordinator refuses anything beyond it.
 MAX_ABS_DELTA = 8.0
@@ -79,8 +82,9 @@ def initial_model(s: FedSettings, base: Any) -> Any:
     return model
 
 
-def layout_of(model: Any, s: FedSettings) -> Layout:
-    """The float entries of `model`'s state that travel (frozen embedding and its tie left out)."""
+def layout_of(model: Any, s: FedSettings, vocab: Sequence[str]) -> Layout:
+    """What travels, in order: the classifier's float entries (frozen embedding and its tie
+    left out), the LM's output bias when LM rounds run, the TF-IDF head's arrays."""
     keys, shapes = [], []
     for k, v in model.state_dict().items():
         if k == TIED or not v.is_floating_point():
@@ -89,25 +93,57 @@ def layout_of(model: Any, s: FedSettings) -> Layout:
             continue
         keys.append(k)
         shapes.append(tuple(v.shape))
+    if s.lm_rounds:
+        keys.append(LM_BIAS)
+        shapes.append((len(vocab),))
+    if s.head:
+        keys += fed_head.KEYS
+        n_features = len(fed_head.head_features(vocab))
+        shapes += fed_head.head_shapes(len(s.label_list()), n_features)
     return Layout(tuple(keys), tuple(shapes))
 
 
-def get_arrays(model: Any, layout: Layout) -> list[np.ndarray]:
-    """The travelling weights of `model` as float32 numpy arrays, in layout order."""
+def initial_extras(layout: Layout, base: Any) -> dict[str, np.ndarray]:
+    """The travelling arrays outside the classifier, as every federation starts them."""
+    out: dict[str, np.ndarray] = {}
+    for k, shape in zip(layout.keys, layout.shapes, strict=True):
+        if k == LM_BIAS:
+            bias = base.state_dict.get(BASE_LM_BIAS)
+            out[k] = (
+                np.zeros(shape, np.float32)
+                if bias is None
+                else bias.detach().float().numpy().copy().reshape(shape)
+            )
+        elif k in fed_head.KEYS:
+            out[k] = np.zeros(shape, np.float32)
+    return out
+
+
+def get_arrays(model: Any, layout: Layout, extras: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The travelling arrays as float32 numpy: `model`'s weights, then `extras`, in layout order."""
     sd = model.state_dict()
-    return [sd[k].detach().to("cpu").float().numpy().copy() for k in layout.keys]
+    return [
+        sd[k].detach().to("cpu").float().numpy().copy() if k in sd else extras[k].copy()
+        for k in layout.keys
+    ]
 
 
-def set_arrays(model: Any, layout: Layout, arrays: Sequence[np.ndarray]) -> None:
-    """Load `arrays` (checked against `layout`) into `model`, keeping its tied embedding."""
+def set_arrays(model: Any, layout: Layout, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Load `arrays` (checked against `layout`) into `model`, keeping its tied embedding; the
+    arrays that are not the classifier's, by key."""
     import torch
 
     check_arrays(arrays, layout, "global model")
     sd = model.state_dict()
+    extras = {}
     for k, a in zip(layout.keys, arrays, strict=True):
-        sd[k] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        if k in sd:
+            sd[k] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        else:
+            extras[k] = np.array(a, dtype=np.float32)
     sd[TIED] = sd[TIED_SOURCE]
     model.load_state_dict(sd)
+    return extras
 
 
 def check_arrays(
@@ -168,6 +204,7 @@ __all__ = [
     "check_arrays",
     "check_model",
     "get_arrays",
+    "initial_extras",
     "initial_model",
     "layout_of",
     "model_shape",

@@ -68,6 +68,7 @@ def tiny_settings(**kw: object) -> object:
         max_len=32,
         lin_ftrs=8,
         valid_pct=0.0,
+        lm_rounds=0,
     )
     base.update(kw)
     return FedSettings(**base)  # type: ignore[arg-type]

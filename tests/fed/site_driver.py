@@ -104,7 +104,8 @@ def main() -> None:
             data="kw",
             labels="neg,pos",
             base="tiny",
-            rounds=2,
+            lm_rounds=1,  # round 1 fine-tunes the LM (n2 is killed in it), round 2 the classifier
+            rounds=1,
             local_epochs=8,
             seed=2,
             lr=2e-2,

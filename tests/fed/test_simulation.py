@@ -35,9 +35,18 @@ def test_secagg_federation_learns_exports_and_leaks_no_text(
     from edge_tl.fed.simulation import simulate
 
     sent: list[bytes] = []
-    m = simulate(tiny_settings(), 3, client_app=capturing_app(sent))
-    assert [r["round"] for r in m.metrics["federated_rounds"]] == [1, 2, 3]
+    m = simulate(tiny_settings(lm_rounds=1), 3, client_app=capturing_app(sent))
+    rounds = m.metrics["federated_rounds"]
+    assert [(r["round"], r["phase"]) for r in rounds] == [
+        (1, "lm"),
+        (2, "classifier"),
+        (3, "classifier"),
+        (4, "classifier"),
+    ]
     assert m.metrics["rejected_updates"] == []
+    # the head's words are the base's: every node's, none of its own
+    assert m.tfidf_head is not None and CANARY not in m.tfidf_head.features
+    assert {"great", "awful"} <= set(m.tfidf_head.features)
     assert m.vocab[:9] == ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep"] + [
         "xxup",
         "xxmaj",
@@ -54,8 +63,8 @@ def test_secagg_federation_learns_exports_and_leaks_no_text(
         "neg",
     ]
 
-    # 3 rounds x 3 nodes x 4 SecAgg+ stages; every reply a node sent, as bytes on the wire
-    assert len(sent) == 36
+    # 4 rounds x 3 nodes x 4 SecAgg+ stages; every reply a node sent, as bytes on the wire
+    assert len(sent) == 48
     assert not [b for b in sent if CANARY.encode() in b or CANARY.encode("utf-16-le") in b]
     assert plaintext_leaks(CANARY) == []
 
@@ -77,8 +86,9 @@ def test_cli_simulate_plain_fedavg_reports_rounds(fed_store: Path) -> None:
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert lines[-3].startswith("round 1: 3 nodes, held-out accuracy ")
-    assert lines[-2].startswith("round 2: 3 nodes, held-out accuracy ")
+    assert lines[-4].startswith("round 1 (language model): 3 nodes, held-out accuracy ")
+    assert lines[-3].startswith("round 2: 3 nodes, held-out accuracy ")
+    assert lines[-2].startswith("round 3: 3 nodes, held-out accuracy ")
     assert float(lines[-2].rsplit(" ", 1)[1]) >= 0.75
     assert lines[-1] == "stored model 'clim' (edge-tl export clim --out clim.onnx)"
     res = CliRunner().invoke(cli, args)  # the same name again: refused before any round

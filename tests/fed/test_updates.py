@@ -96,6 +96,20 @@ def test_fedavg_averages_good_deltas_and_leaves_out_bad_ones() -> None:
     assert params is None and strat.rejected[-2].startswith("round 3: node 5: unreadable")
 
 
+def test_a_variance_pushed_below_zero_is_held_at_batchnorms_eps() -> None:
+    """SecAgg+'s quantized mean once took a variance of ~0 below zero: the round still counts."""
+    from edge_tl.fed.strategy import MIN_VAR, GuardedFedAvg
+
+    layout = Layout(("1.layers.0.running_var", "1.layers.0.weight"), ((2,), (2,)))
+    start = [np.array([2e-6, 1.0], np.float32), np.array([0.5, 0.5], np.float32)]
+    strat = GuardedFedAvg(tiny_settings(secagg=False, min_nodes=2), layout, start)
+    down = [np.array([-4e-6, -0.5], np.float32), np.array([0.1, 0.1], np.float32)]
+    params, _ = strat.aggregate_fit(1, [(Proxy(1), fit(down)), (Proxy(2), fit(down))], [])
+    assert params is not None and strat.rejected == []
+    np.testing.assert_allclose(strat.arrays[0], [MIN_VAR, 0.5])
+    np.testing.assert_allclose(strat.arrays[1], [0.6, 0.6])
+
+
 class FakeGrid:
     def __init__(self, replies: list[Message]) -> None:
         self.replies = replies
