@@ -1,16 +1,21 @@
-"""Federated fine-tuning on IMDb: K nodes with L labels each, IID or label-skewed (nodes
-alternately 80/20 and 20/80 pos/neg), against one node alone and the K*L labels pooled.
+"""Federated fine-tuning on IMDb: K nodes with L labels (and U unlabelled reviews) each, IID or
+label-skewed (nodes alternately 80/20 and 20/80 pos/neg), against one node alone and the same
+K*L labels (and K*U unlabelled reviews) pooled on one device; over several seeds.
 
 Every arm runs through `edge_tl.fed.simulation.simulate` (Flower's Simulation Runtime, the real
-ClientApp and ServerApp) from the shipped default base: `fed` with K nodes under SecAgg+,
-`alone` and `pooled` as a one-node federation without SecAgg+ (plain local training with the
-same recipe and the same number of epochs). Scored on the fixed stratified test subset of
-bench/compare_imdb.py (its first --test-rows of the 5,000). Reports rounds, wall time per
-round and the bytes each node sends and receives per round (Flower's wire encoding of every
-message, captured by a ClientApp mod); prints a table and writes JSON to --out.
+ClientApp and ServerApp) from the shipped default base, doing the same work per row: `fed-*`
+with K nodes under SecAgg+ (LM rounds, then classifier rounds with the TF-IDF head), `alone`
+and `pooled` as a one-node federation without SecAgg+ whose single LM round and single
+classifier round run as many epochs as the federation's rounds together. Extra arms on the
+first seed: `fed-iid-dp` (DP: clip and noise) and `fed-iid-frozen-emb` (the embedding is not
+sent: a third fewer bytes). Scored on the fixed stratified test subset of
+bench/compare_imdb.py (its first --test-rows of the 5,000): what the model predicts (network
+and head mixed), the network alone and the head alone. Reports wall time per round and the
+bytes each node sends and receives per round (Flower's wire encoding of every message,
+captured by a ClientApp mod); prints a table and writes JSON to --out after every arm, and a
+rerun with the same --out skips the arms it holds.
 
-    nice -n 10 .venv/bin/python bench/bench_fed.py --rounds 3 --test-rows 1000 \\
-        --out bench/results/fed-imdb.json
+    .venv/bin/python bench/bench_fed.py --seeds 0,1,2 --out bench/results/fed-imdb.json
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,55 +84,74 @@ def traffic_app(log: list[tuple[int, str, int, int]], require_secagg: bool) -> A
     return ClientApp(client_fn=client_fn, mods=[mod, secagg_guard(require_secagg)])
 
 
-def run_arm(name: str, data: list[str], a: argparse.Namespace, test: tuple) -> dict[str, Any]:
-    """One arm: a federation over `data` (one dataset per node); accuracy, timings, traffic."""
+def arm_settings(name: str, data: list[str], a: argparse.Namespace, seed: int) -> Any:
+    """The arm's FedSettings: a one-node arm runs the federation's epochs in one round each."""
     from edge_tl.fed import FedSettings
+
+    fed = len(data) > 1
+    return FedSettings(
+        out=f"fed-{name}-s{seed}",
+        data=",".join(data),
+        labels="neg,pos",
+        rounds=a.rounds if fed else 1,
+        local_epochs=a.local_epochs if fed else a.local_epochs * a.rounds,
+        lm_rounds=(a.lm_rounds if fed else 1) if a.lm_rounds else 0,
+        lm_epochs=a.lm_epochs if fed else a.lm_epochs * a.lm_rounds,
+        lr=a.lr,
+        bs=a.bs,
+        max_len=a.max_len,
+        seed=seed,
+        secagg=fed,
+        min_nodes=len(data),
+        valid_pct=a.valid_pct,  # held out on every node: the head's share is chosen on them
+        freeze_embedding=name.endswith("frozen-emb"),
+        dp_noise=a.dp_noise if name.endswith("-dp") else 0.0,
+        dp_clip=a.dp_clip,
+    )
+
+
+def run_arm(
+    name: str, data: list[str], a: argparse.Namespace, seed: int, test: tuple
+) -> dict[str, Any]:
+    """One arm: a federation over `data` (one dataset per node); accuracy, timings, traffic."""
     from edge_tl.fed.simulation import simulate
     from edge_tl.store.models import model_path, remove_model
     from edge_tl.train.evaluate import evaluate_texts
 
-    fed = len(data) > 1
-    rounds = a.rounds if fed else 1
-    epochs = a.local_epochs if fed else a.local_epochs * a.rounds  # the same epochs per row
-    s = FedSettings(
-        out=f"fed-{name}",
-        data=",".join(data),
-        labels="neg,pos",
-        rounds=rounds,
-        local_epochs=epochs,
-        lr=a.lr,
-        bs=a.bs,
-        max_len=a.max_len,
-        seed=a.seed,
-        secagg=fed,
-        min_nodes=len(data),
-        valid_pct=0.0,
-        freeze_embedding=a.freeze_embedding,
-    )
+    s = arm_settings(name, data, a, seed)
     if model_path(s.out).exists():
         remove_model(s.out)
     log: list[tuple[int, str, int, int]] = []
     t0 = time.perf_counter()
-    m = simulate(s, len(data), client_app=traffic_app(log, fed))
+    m = simulate(s, len(data), client_app=traffic_app(log, s.secagg))
     seconds = time.perf_counter() - t0
-    acc = evaluate_texts(m, *test)["accuracy"]
+    ev = evaluate_texts(m, *test)
+    rounds = s.total_rounds()
     per_node: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
     for node, _kind, size_in, size_out in log:
         per_node[node][0] += size_in
         per_node[node][1] += size_out
     sent = [v[1] / rounds for v in per_node.values()]
     got = [v[0] / rounds for v in per_node.values()]
+    history = m.metrics["federated_rounds"]
     return {
         "arm": name,
+        "seed": seed,
         "nodes": len(data),
-        "rounds": rounds,
-        "epochs_per_round": epochs,
-        "accuracy": acc,
+        "lm_rounds": s.lm_rounds,
+        "rounds": s.rounds,
+        "lm_epochs_per_round": s.lm_epochs,
+        "epochs_per_round": s.local_epochs,
+        "accuracy": ev["accuracy"],
+        "network_accuracy": ev.get("neural_accuracy", ev["accuracy"]),
+        "head_accuracy": ev.get("tfidf_accuracy"),
         "seconds": seconds,
-        "round_seconds": [r.get("seconds") for r in m.metrics["federated_rounds"]],
+        "round_seconds": [r.get("seconds") for r in history],
+        "rounds_done": len(history),
         "bytes_sent_per_node_round": max(sent),
         "bytes_received_per_node_round": max(got),
         "rejected_updates": m.metrics["rejected_updates"],
+        **{k: v for k, v in m.metrics.items() if k.startswith("dp_")},
     }
 
 
@@ -138,19 +163,90 @@ def _cpu_name() -> str:
         return platform.machine()
 
 
+def make_datasets(rows: list, unsup: list, a: argparse.Namespace, seed: int) -> dict[str, list]:
+    """Each node's dataset and the pooled one, per split kind, in the bench's store."""
+    from edge_tl.store.datasets import list_datasets, save_dataset
+
+    have = {d.name for d in list_datasets()}
+    rng = random.Random(seed)
+    extra = rng.sample(range(len(unsup)), a.unsup_per_node * a.nodes)
+    names: dict[str, list[str]] = {}
+    for kind in ("iid", "skew"):
+        parts = node_rows(rows, a.nodes, a.per_node, kind == "skew", seed)
+        tag = f"{kind}-{a.per_node}-{a.unsup_per_node}-{seed}"
+        names[kind] = []
+        for n, idx in enumerate(parts):
+            u = [unsup[i]["text"] for i in extra[n * a.unsup_per_node : (n + 1) * a.unsup_per_node]]
+            name = f"imdb-{tag}-n{n}"
+            if name not in have:
+                texts = [rows[i]["text"] for i in idx] + u
+                save_dataset(name, texts, [rows[i]["label"] for i in idx] + [None] * len(u))
+            names[kind].append(name)
+        pooled = f"imdb-{tag}-pooled{a.nodes}"
+        if pooled not in have:
+            idx = [i for p in parts for i in p]
+            u = [unsup[i]["text"] for i in extra]
+            texts = [rows[i]["text"] for i in idx] + u
+            save_dataset(pooled, texts, [rows[i]["label"] for i in idx] + [None] * len(u))
+        names[f"{kind}-pooled"] = [pooled]
+    return {
+        "alone": names["iid"][:1],
+        "fed-iid": names["iid"],
+        "fed-skew": names["skew"],
+        "pooled": names["iid-pooled"],
+        "fed-iid-dp": names["iid"],
+        "fed-iid-frozen-emb": names["iid"],
+    }
+
+
+def table(results: list[dict[str, Any]], per_node: int, nodes: int) -> str:
+    """Mean (min-max) over seeds per arm, as a markdown table."""
+    import numpy as np
+
+    lines = [
+        "| arm | labels | seeds | accuracy | network | head | s/round | sent/node/round |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    arms = list(dict.fromkeys(r["arm"] for r in results))
+    for arm in arms:
+        rs = [r for r in results if r["arm"] == arm]
+
+        def cell(key: str, rs: list = rs) -> str:
+            v = np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
+            if not len(v):
+                return "-"
+            return f"{v.mean():.3f}" + (f" ({v.min():.3f}-{v.max():.3f})" if len(v) > 1 else "")
+
+        labels = per_node * (nodes if arm == "pooled" or arm.startswith("fed") else 1)
+        where = f"{nodes} x {per_node}" if arm.startswith("fed") else f"1 x {labels}"
+        per_round = np.mean([r["seconds"] / max(r["rounds_done"], 1) for r in rs])
+        sent = np.mean([r["bytes_sent_per_node_round"] for r in rs]) / 1e6
+        lines.append(
+            f"| {arm} | {where} | {len(rs)} | {cell('accuracy')} | {cell('network_accuracy')}"
+            f" | {cell('head_accuracy')} | {per_round:.0f} | {sent:.1f} MB |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--per-node", type=int, default=500)
+    ap.add_argument("--unsup-per-node", type=int, default=500)
+    ap.add_argument("--lm-rounds", type=int, default=1)
+    ap.add_argument("--lm-epochs", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--bs", type=int, default=32)
-    ap.add_argument("--max-len", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-len", type=int, default=144)
+    ap.add_argument("--valid-pct", type=float, default=0.1)
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--test-rows", type=int, default=5000)
-    ap.add_argument("--arms", default="alone,fed-iid,fed-skew,pooled")
-    ap.add_argument("--freeze-embedding", action="store_true")
+    ap.add_argument("--arms", default="alone,pooled,fed-iid,fed-skew")
+    ap.add_argument("--extra-arms", default="fed-iid-dp,fed-iid-frozen-emb")
+    ap.add_argument("--dp-noise", type=float, default=1.0)
+    ap.add_argument("--dp-clip", type=float, default=1.0)
     ap.add_argument("--home", type=Path, default=HOME)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fed-imdb.json")
     a = ap.parse_args()
@@ -159,60 +255,40 @@ def main() -> None:
     from compare_imdb import read_rows
 
     from edge_tl.store import keys
-    from edge_tl.store.datasets import list_datasets, save_dataset
 
     if not keys.has_identity():
         keys.init_identity(None)
-    rows = read_rows(IMDB, "train")
-    have = {d.name for d in list_datasets()}
-    names: dict[str, list[str]] = {}
-    for kind in ("iid", "skew"):
-        parts = node_rows(rows, a.nodes, a.per_node, kind == "skew", a.seed)
-        names[kind] = []
-        for n, idx in enumerate(parts):
-            name = f"imdb-{kind}-{a.per_node}-{a.seed}-n{n}"
-            if name not in have:
-                save_dataset(name, [rows[i]["text"] for i in idx], [rows[i]["label"] for i in idx])
-            names[kind].append(name)
-        pooled = f"imdb-{kind}-{a.per_node}-{a.seed}-pooled{a.nodes}"
-        if pooled not in have:
-            idx = [i for p in parts for i in p]
-            save_dataset(pooled, [rows[i]["text"] for i in idx], [rows[i]["label"] for i in idx])
-        names[f"{kind}-pooled"] = [pooled]
+    rows, unsup = read_rows(IMDB, "train"), read_rows(IMDB, "unsup")
     test = test_subset(a.test_rows)
-    plan = {
-        "alone": names["iid"][:1],
-        "fed-iid": names["iid"],
-        "fed-skew": names["skew"],
-        "pooled": names["iid-pooled"],
-    }
+    seeds = [int(x) for x in a.seeds.split(",")]
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    old = json.loads(a.out.read_text()) if a.out.is_file() else {}
     doc: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit,
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.platform()}",
+        "command": " ".join(["bench/bench_fed.py", *sys.argv[1:]]),
         "args": {k: str(v) for k, v in vars(a).items()},
         "test_rows": len(test[0]),
-        "results": [],
+        "results": old.get("results", []),
     }
+    if old:
+        doc["resumed_from"] = {"date": old.get("date"), "commit": old.get("commit")}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     results = doc["results"]
-    for arm in a.arms.split(","):
-        print(f"{arm}: {len(plan[arm])} node(s) ...", flush=True)
-        results.append(run_arm(arm, plan[arm], a, test))
+    plan = [(seed, arm) for seed in seeds for arm in a.arms.split(",")]
+    plan += [(seeds[0], arm) for arm in a.extra_arms.split(",") if arm]
+    for seed, arm in plan:
+        if any(r["arm"] == arm and r["seed"] == seed for r in results):
+            continue
+        data = make_datasets(rows, unsup, a, seed)[arm]
+        print(f"seed {seed} {arm}: {len(data)} node(s) ...", flush=True)
+        results.append(run_arm(arm, data, a, seed, test))
         print(json.dumps(results[-1]), flush=True)
         a.out.write_text(json.dumps(doc, indent=2) + "\n")  # after each arm: a partial run counts
-    print("| arm | nodes x labels | rounds | accuracy | s/round | sent/node/round |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        per_round = r["seconds"] / r["rounds"]
-        print(
-            f"| {r['arm']} | {r['nodes']} x {a.per_node * (a.nodes if r['arm'] == 'pooled' else 1)}"
-            f" | {r['rounds']} | {r['accuracy']:.3f} | {per_round:.0f} |"
-            f" {r['bytes_sent_per_node_round'] / 1e6:.1f} MB |"
-        )
+    print(table(results, a.per_node, a.nodes))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ _SETTINGS_HELP = {
     "proximal_mu": "FedProx: > 0 pulls each node's weights towards the global ones.",
     "seed": "Seed of the shared starting head and the nodes' splits.",
     "valid_pct": "Share of each node's rows held out to report accuracy (0: no evaluation).",
-    "head_weight": "The TF-IDF head's share of the model's probabilities.",
+    "head_weight": "The TF-IDF head's share of the model's probabilities (when not chosen).",
+    "head_weight_min_rows": "Held-out rows (all nodes) from which the head's share is chosen.",
     "dp_noise": "Differential privacy: noise multiplier z (0: off; 1.0: epsilon ~ 13 at 5 rounds).",
     "dp_clip": "Differential privacy: L2 norm each node's update is clipped to.",
     "dp_delta": "Differential privacy: the delta of the epsilon reported.",
@@ -54,6 +55,12 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default=d.head,
             show_default=True,
             help="Federate a TF-IDF head over the base's words and mix it in.",
+        ),
+        click.option(
+            "--head-weight-auto/--fixed-head-weight",
+            default=d.head_weight_auto,
+            show_default=True,
+            help="Choose the head's share by the mix's log loss on the nodes' held-out rows.",
         ),
         click.option(
             "--freeze-embedding",

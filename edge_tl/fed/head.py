@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_tl.tfidf_head import MISSING_LABEL_INTERCEPT, TOKEN_PATTERN, TfidfHead
 
+MIX_LOSS = "mix_log_loss_"  # + index in WEIGHT_GRID: a node's held-out log loss of the mix
 KEYS = ("head.coef", "head.intercept", "head.doc_share", "head.inv_rows")
 CS = (1.0, 3.0, 10.0, 30.0)  # C by cross-validation on the node; larger C moves weights past 8
 

@@ -42,6 +42,7 @@ from edge_tl.store.home import set_home
 from edge_tl.store.keys import set_passphrase_file
 from edge_tl.tfidf_head import head_proba
 from edge_tl.train.evaluate import predict_proba_ids
+from edge_tl.train.head import mix_log_losses
 
 log = logging.getLogger("edge_tl.fed")
 # In-memory only, per process: decrypted rows are never written anywhere.
@@ -150,10 +151,15 @@ class EdgeClient(NumPyClient):
             if s.head
             else None
         )
+        metrics: dict[str, Any] = {}
         if head is not None:
-            probs = (1 - head.weight) * probs + head.weight * head_proba(head, data.v_texts)
+            tfidf = head_proba(head, data.v_texts)
+            # the mix's log loss at every share: the coordinator picks the share from their mean
+            losses = mix_log_losses(probs, tfidf, data.v_y)
+            metrics.update({f"{fed_head.MIX_LOSS}{i:02d}": float(v) for i, v in enumerate(losses)})
+            probs = (1 - head.weight) * probs + head.weight * tfidf
         acc = float(np.mean(probs.argmax(1) == np.asarray(data.v_y)))
-        return 1.0 - acc, len(data.v_y), {"accuracy": acc}
+        return 1.0 - acc, len(data.v_y), {"accuracy": acc, **metrics}
 
 
 __all__ = ["EdgeClient"]

@@ -94,7 +94,12 @@ def _head(
         return None
     nodes = next((int(h["nodes"]) for h in reversed(history) if h.get("nodes")), 1)
     arrays = [extras[k] for k in fed_head.KEYS]
-    return fed_head.head_of_arrays(fed_head.head_features(base.vocab), arrays, nodes, s.head_weight)
+    last = history[-1] if history else {}
+    weight = s.head_weight
+    if s.head_weight_auto and last.get("held_out_rows", 0) >= s.head_weight_min_rows:
+        weight = float(last.get("head_weight", weight))
+    features = fed_head.head_features(base.vocab)
+    return fed_head.head_of_arrays(features, arrays, nodes, weight)
 
 
 def privacy_report(s: FedSettings, rounds: int) -> dict[str, Any]:
@@ -114,9 +119,10 @@ def privacy_report(s: FedSettings, rounds: int) -> dict[str, Any]:
 def _add_evaluations(history: list[dict[str, Any]], legacy: Any, offset: int) -> None:
     """Merge the nodes' held-out accuracy per round into the history."""
     by_round = {h["round"]: h for h in history}
-    for rnd, acc in legacy.history.metrics_distributed.get("accuracy", []):
-        row = by_round.setdefault(offset + rnd, {"round": offset + rnd})
-        row["accuracy"] = float(acc)
+    for key in ("accuracy", "held_out_rows", "head_weight"):
+        for rnd, value in legacy.history.metrics_distributed.get(key, []):
+            row = by_round.setdefault(offset + rnd, {"round": offset + rnd})
+            row[key] = value
     history[:] = sorted(by_round.values(), key=lambda h: h["round"])
 
 

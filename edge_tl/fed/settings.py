@@ -41,7 +41,9 @@ class FedSettings:
     lm_epochs: int = 1  # epochs each node fine-tunes the language model per LM round
     lm_lr: float = 1e-3  # Adam learning rate of the language-model rounds
     head: bool = True  # federate a TF-IDF head over the base's words and mix it in
-    head_weight: float = 0.5  # the head's share of the mixed probabilities
+    head_weight: float = 0.5  # the head's share of the mixed probabilities (fallback of auto)
+    head_weight_auto: bool = True  # choose the share by the mix's log loss on held-out rows
+    head_weight_min_rows: int = 100  # ... when the nodes hold out at least this many together
     dp_noise: float = 0.0  # DP noise multiplier z (> 0: each node clips, the sum gets noise)
     dp_clip: float = 1.0  # DP: the L2 norm each node's update is clipped to
     dp_delta: float = 1e-5  # DP: the delta of the (epsilon, delta) reported

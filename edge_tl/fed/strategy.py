@@ -24,21 +24,34 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.strategy import FedAvg
 
+from edge_tl.fed.head import MIX_LOSS
 from edge_tl.fed.privacy import add_noise
 from edge_tl.fed.settings import FedSettings
 from edge_tl.fed.weights import MAX_ABS_DELTA, Layout, UpdateError, add, check_arrays, check_model
 from edge_tl.fed.weights import weighted_mean as fedavg
+from edge_tl.train.head import WEIGHT_GRID, weight_of_losses
 
 log = logging.getLogger("edge_tl.fed")
 MIN_VAR = 1e-5  # BatchNorm's own eps: a noised running variance is kept at least this
 
 
 def _weighted_accuracy(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """The nodes' held-out accuracies, weighted by their held-out rows."""
+    """The nodes' held-out accuracies weighted by their held-out rows, how many rows, and the
+    head's share whose mix has the least log loss over all of them."""
     n = sum(k for k, m in metrics if "accuracy" in m)
     if n == 0:
         return {}
-    return {"accuracy": sum(k * float(m["accuracy"]) for k, m in metrics if "accuracy" in m) / n}
+    out = {
+        "accuracy": sum(k * float(m["accuracy"]) for k, m in metrics if "accuracy" in m) / n,
+        "held_out_rows": n,
+    }
+    keys = [f"{MIX_LOSS}{i:02d}" for i in range(len(WEIGHT_GRID))]
+    with_losses = [(k, m) for k, m in metrics if all(key in m for key in keys)]
+    if with_losses:
+        rows = sum(k for k, _ in with_losses)
+        losses = [sum(k * float(m[key]) for k, m in with_losses) / rows for key in keys]
+        out["head_weight"] = weight_of_losses(losses)
+    return out
 
 
 class GuardedFedAvg(FedAvg):

@@ -84,19 +84,31 @@ def choose_weight(
 ) -> tuple[float, str]:
     """The head's share in [0, 1] (steps of 0.05) that minimises the mix's log loss on held-out
     rows, and how it was chosen; `fallback` when fewer than `min_rows` rows can say."""
-    neural, tfidf = np.asarray(neural, dtype=np.float64), np.asarray(tfidf, dtype=np.float64)
     if len(y) < min_rows:
         return fallback, f"fallback: {len(y)} held-out rows < {min_rows}"
+    return weight_of_losses(mix_log_losses(neural, tfidf, y)), f"log loss on {len(y)} held-out rows"
+
+
+WEIGHT_GRID = np.linspace(0.0, 1.0, 21)  # the head's shares choose_weight tries
+
+
+def mix_log_losses(neural: Any, tfidf: Any, y: Sequence[int]) -> Any:
+    """Mean log loss of the mix at every share of WEIGHT_GRID (float64, (21,))."""
+    neural, tfidf = np.asarray(neural, dtype=np.float64), np.asarray(tfidf, dtype=np.float64)
     gold = np.asarray(y)
     rows = np.arange(len(gold))
-    grid = np.linspace(0.0, 1.0, 21)
     # log loss, not accuracy: on a few hundred rows accuracy is flat over wide ranges of w
-    losses = [
-        -np.log(np.clip(w * tfidf[rows, gold] + (1 - w) * neural[rows, gold], 1e-7, 1)).mean()
-        for w in grid
-    ]
-    best = int(np.argmin(losses))  # first of equal losses: the smaller share of the head
-    return float(grid[best]), f"log loss on {len(gold)} held-out rows"
+    return np.array(
+        [
+            -np.log(np.clip(w * tfidf[rows, gold] + (1 - w) * neural[rows, gold], 1e-7, 1)).mean()
+            for w in WEIGHT_GRID
+        ]
+    )
+
+
+def weight_of_losses(losses: Any) -> float:
+    """The share of WEIGHT_GRID with the least loss (the first of equals: less of the head)."""
+    return float(WEIGHT_GRID[int(np.argmin(losses))])
 
 
 def mixed_metrics(
@@ -109,4 +121,13 @@ def mixed_metrics(
     return out
 
 
-__all__ = ["choose_weight", "fit_head", "head_of", "mixed_metrics", "out_of_fold_proba"]
+__all__ = [
+    "WEIGHT_GRID",
+    "choose_weight",
+    "fit_head",
+    "head_of",
+    "mix_log_losses",
+    "mixed_metrics",
+    "out_of_fold_proba",
+    "weight_of_losses",
+]

@@ -82,6 +82,8 @@ def test_cli_simulate_plain_fedavg_reports_rounds(fed_store: Path) -> None:
         "--no-secagg",
         "--valid-pct",
         "0.2",
+        "--head-weight-min-rows",
+        "40",
     ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -91,6 +93,11 @@ def test_cli_simulate_plain_fedavg_reports_rounds(fed_store: Path) -> None:
     assert lines[-2].startswith("round 3: 3 nodes, held-out accuracy ")
     assert float(lines[-2].rsplit(" ", 1)[1]) >= 0.75
     assert lines[-1] == "stored model 'clim' (edge-tl export clim --out clim.onnx)"
+    from edge_tl.store.models import load_model
+
+    m = load_model("clim")  # 3 x 16 held-out rows >= 40: the share the last round chose
+    last = m.metrics["federated_rounds"][-1]
+    assert last["held_out_rows"] == 48 and m.tfidf_head.weight == last["head_weight"]
     res = CliRunner().invoke(cli, args)  # the same name again: refused before any round
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == (

@@ -110,6 +110,24 @@ def test_a_variance_pushed_below_zero_is_held_at_batchnorms_eps() -> None:
     np.testing.assert_allclose(strat.arrays[1], [0.6, 0.6])
 
 
+def test_the_heads_share_is_the_least_log_loss_over_all_nodes_rows() -> None:
+    from edge_tl.fed.head import MIX_LOSS
+    from edge_tl.fed.strategy import _weighted_accuracy
+
+    def node(acc: float, best: int, depth: float) -> dict[str, float]:
+        losses = {f"{MIX_LOSS}{i:02d}": 1.0 for i in range(21)}
+        losses[f"{MIX_LOSS}{best:02d}"] = 1.0 - depth
+        return {"accuracy": acc, **losses}
+
+    # node 1 (30 rows) prefers 0.2 a little, node 2 (10 rows) prefers 0.9 strongly:
+    # 30 * 0.1 < 10 * 0.5, so the pooled loss is least at 0.9
+    out = _weighted_accuracy([(30, node(0.8, 4, 0.1)), (10, node(0.6, 18, 0.5))])
+    assert out == {"accuracy": pytest.approx(0.75), "held_out_rows": 40, "head_weight": 0.9}
+    out = _weighted_accuracy([(30, node(0.8, 4, 0.3)), (10, node(0.6, 18, 0.5))])
+    assert out["head_weight"] == 0.2
+    assert "head_weight" not in _weighted_accuracy([(30, {"accuracy": 0.8})])
+
+
 class FakeGrid:
     def __init__(self, replies: list[Message]) -> None:
         self.replies = replies
