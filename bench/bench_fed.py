@@ -228,6 +228,17 @@ def table(results: list[dict[str, Any]], per_node: int, nodes: int) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: list[Path], out: Path) -> None:
+    """One JSON of runs done in parallel (one seed each): their results, each run's header."""
+    docs = [json.loads(p.read_text()) for p in parts]
+    head = {k: v for k, v in docs[0].items() if k != "results"}
+    head["runs"] = [{k: v for k, v in d.items() if k != "results"} for d in docs]
+    head["results"] = [r for d in docs for r in d["results"]]
+    out.write_text(json.dumps(head, indent=2) + "\n")
+    a = json.loads(docs[0]["args"]["per_node"]), json.loads(docs[0]["args"]["nodes"])
+    print(table(head["results"], *a))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=5)
@@ -249,7 +260,11 @@ def main() -> None:
     ap.add_argument("--dp-clip", type=float, default=1.0)
     ap.add_argument("--home", type=Path, default=HOME)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fed-imdb.json")
+    ap.add_argument("--merge", type=Path, nargs="*", help="Only merge these runs' JSON into --out.")
     a = ap.parse_args()
+    if a.merge:
+        merge(a.merge, a.out)
+        return
     os.environ["EDGE_TL_HOME"] = str(a.home)
     a.home.mkdir(parents=True, exist_ok=True)
     from compare_imdb import read_rows
