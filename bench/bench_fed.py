@@ -96,7 +96,7 @@ def arm_settings(name: str, data: list[str], a: argparse.Namespace, seed: int) -
         rounds=a.rounds if fed else 1,
         local_epochs=a.local_epochs if fed else a.local_epochs * a.rounds,
         lm_rounds=(a.lm_rounds if fed else 1) if a.lm_rounds else 0,
-        lm_epochs=a.lm_epochs if fed else a.lm_epochs * a.lm_rounds,
+        lm_epochs=a.lm_epochs if fed or not a.lm_rounds else a.lm_epochs * a.lm_rounds,
         lr=a.lr,
         bs=a.bs,
         max_len=a.max_len,
@@ -110,6 +110,25 @@ def arm_settings(name: str, data: list[str], a: argparse.Namespace, seed: int) -
     )
 
 
+class NotLikeForLike(RuntimeError):
+    """Two arms of the bench would not train the same epochs per row with the same recipe."""
+
+
+SAME_RECIPE = ("lr", "bs", "bptt", "max_len", "lin_ftrs", "lm_lr", "valid_pct", "head", "seed")
+
+
+def check_same_work(fed: Any, one: Any) -> None:
+    """A one-node arm must read every row as often as the federation does, the same way."""
+    pairs = {
+        "LM epochs": (fed.lm_rounds * fed.lm_epochs, one.lm_rounds * one.lm_epochs),
+        "classifier epochs": (fed.rounds * fed.local_epochs, one.rounds * one.local_epochs),
+        **{k: (getattr(fed, k), getattr(one, k)) for k in SAME_RECIPE},
+    }
+    odd = {k: v for k, v in pairs.items() if v[0] != v[1]}
+    if odd:
+        raise NotLikeForLike(f"federated and one-node arms differ: {odd}")
+
+
 def run_arm(
     name: str, data: list[str], a: argparse.Namespace, seed: int, test: tuple
 ) -> dict[str, Any]:
@@ -119,6 +138,7 @@ def run_arm(
     from edge_tl.train.evaluate import evaluate_texts
 
     s = arm_settings(name, data, a, seed)
+    check_same_work(arm_settings("fed-iid", ["a", "b"], a, seed), s)
     if model_path(s.out).exists():
         remove_model(s.out)
     log: list[tuple[int, str, int, int]] = []
