@@ -16,6 +16,9 @@ captured by a ClientApp mod); prints a table and writes JSON to --out after ever
 rerun with the same --out skips the arms it holds.
 
     .venv/bin/python bench/bench_fed.py --seeds 0,1,2 --out bench/results/fed-imdb.json
+
+or one process per seed (`OMP_NUM_THREADS=1 ... --seeds N --out fed-imdb-sN.json`), then
+`--merge fed-imdb-s0.json fed-imdb-s1.json fed-imdb-s2.json --out fed-imdb.json`.
 """
 
 from __future__ import annotations
