@@ -318,10 +318,13 @@ def main() -> None:
     results = doc["results"]
     plan = [(seed, arm) for seed in seeds for arm in a.arms.split(",")]
     plan += [(seeds[0], arm) for arm in a.extra_arms.split(",") if arm]
+    arms_of: dict[int, dict[str, list[str]]] = {}  # each seed's datasets, made once
     for seed, arm in plan:
         if any(r["arm"] == arm and r["seed"] == seed for r in results):
             continue
-        data = make_datasets(rows, unsup, a, seed)[arm]
+        if seed not in arms_of:
+            arms_of[seed] = make_datasets(rows, unsup, a, seed)
+        data = arms_of[seed][arm]
         print(f"seed {seed} {arm}: {len(data)} node(s) ...", flush=True)
         results.append(run_arm(arm, data, a, seed, test))
         print(json.dumps(results[-1]), flush=True)

@@ -18,7 +18,6 @@ from edge_tl.fed.settings import FedSettings
 from edge_tl.fed.weights import EMBEDDING, Layout
 from edge_tl.store.datasets import open_dataset
 from edge_tl.train.engine import clas_loader, lm_loader, numericalize, tokenize
-from edge_tl.train.evaluate import predict_ids
 from edge_tl.train.prepare import stratified_split
 
 PARTITION_ID = "partition-id"  # Flower's node-config keys (the Simulation Runtime sets them)
@@ -37,6 +36,7 @@ class NodeData:
     texts: list[str]
     v_texts: list[str]
     lm_ids: list[Any]
+    counts: Any = None  # the TF-IDF head's word counts of `texts`, once the head needs them
 
 
 def dataset_for_node(s: FedSettings, node_config: Mapping[str, Any]) -> tuple[str, int, int]:
@@ -104,14 +104,6 @@ def load_node_data(
         [texts[i] for i in va],
         [ids[i] for i in tr] + list(extra) if s.lm_rounds else [],
     )
-
-
-def accuracy(model: Any, ids: list[Any], y: list[int], s: FedSettings) -> float:
-    """Share of `ids` the model labels right (nan without rows)."""
-    if not ids:
-        return float("nan")
-    pred = predict_ids(model, ids, s.bs, s.bptt)
-    return float(np.mean([p == t for p, t in zip(pred, y, strict=True)]))
 
 
 def _trainable(model: Any, s: FedSettings) -> list[torch.nn.Parameter]:
@@ -197,7 +189,6 @@ def train_lm_local(
 
 __all__ = [
     "NodeData",
-    "accuracy",
     "dataset_for_node",
     "load_node_data",
     "shard",

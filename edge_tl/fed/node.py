@@ -89,6 +89,7 @@ class EdgeClient(NumPyClient):
         self.base = _base(self.settings.base)
         self.model = initial_model(self.settings, self.base)
         self.layout = layout_of(self.model, self.settings, self.base.vocab)
+        self.features = fed_head.head_features(self.base.vocab) if self.settings.head else []
         self.extras: dict[str, np.ndarray] = {}
 
     def _load(self, parameters: list[np.ndarray], config: Mapping[str, Any]) -> NodeData:
@@ -127,13 +128,11 @@ class EdgeClient(NumPyClient):
     def _fit_head(self, data: NodeData) -> None:
         """This node's TF-IDF head under the global idf, into the extras that travel."""
         glob = [self.extras[k] for k in fed_head.KEYS]
-        counts = fed_head.count_matrix(data.texts, self._features())
+        if data.counts is None:  # the rows stay the same every round: count them once
+            data.counts = fed_head.count_matrix(data.texts, self.features)
         n_class = len(self.settings.label_list())
-        fitted = fed_head.fit_local(counts, data.y, n_class, glob, self.settings.seed)
+        fitted = fed_head.fit_local(data.counts, data.y, n_class, glob, self.settings.seed)
         self.extras.update(zip(fed_head.KEYS, fitted, strict=True))
-
-    def _features(self) -> list[str]:
-        return fed_head.head_features(self.base.vocab)
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -146,7 +145,7 @@ class EdgeClient(NumPyClient):
         probs = np.asarray(predict_proba_ids(self.model, data.v_ids, s.bs, s.bptt))
         head = (
             fed_head.head_of_arrays(
-                self._features(), [self.extras[k] for k in fed_head.KEYS], 1, s.head_weight
+                self.features, [self.extras[k] for k in fed_head.KEYS], 1, s.head_weight
             )
             if s.head
             else None
