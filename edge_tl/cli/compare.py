@@ -47,7 +47,10 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     help="LM fine-tuning on the N texts only, or once on all text (semi).",
 )
 @click.option(
-    "--arms", default="transfer,scratch,tfidf", show_default=True, help="Which arms to run."
+    "--arms",
+    default="transfer,scratch,tfidf",
+    show_default=True,
+    help="Which arms to run: transfer, scratch, tfidf, train (what `train` ships: network + head).",
 )
 @click.option("--base", default="default", show_default=True, help="Base of the transfer arm.")
 @click.option("--lm-data", multiple=True, help="Unlabelled vault dataset(s) for the semi LM.")

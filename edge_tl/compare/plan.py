@@ -17,7 +17,10 @@ from edge_tl.train.config import TrainConfig
 from edge_tl.train.engine import autocast_ctx
 from edge_tl.train.settings import Run, classifier_dtype
 
-ARMS = ("transfer", "scratch", "tfidf")
+# train: what `edge-tl train` ships (network + TF-IDF head, compare/shipped.py), LM as transfer's
+ARMS = ("transfer", "scratch", "tfidf", "train")
+DEFAULT_ARMS = ARMS[:3]  # the transfer-vs-scratch curve
+LM_ARMS = ("transfer", "train")  # the arms that fine-tune an LM (per protocol)
 PROTOCOLS = ("supervised", "semi")
 LABELS_ONLY = "none"  # protocol of the arms that never see unlabelled text
 DEFAULT_SIZES = (500, 1000, 2500, 5000, 10000, 20000)
@@ -49,7 +52,7 @@ class ComparePlan:
     sizes: tuple[int, ...] = DEFAULT_SIZES
     seeds: tuple[int, ...] = (0, 1, 2)
     protocols: tuple[str, ...] = ("supervised",)
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS
     base: str = "default"
     lm_data: tuple[str, ...] = ()
     test_rows: int = 0  # 0 = every labelled row of the test set
@@ -93,10 +96,8 @@ class ComparePlan:
                     out.append(Unit("tfidf", LABELS_ONLY, size, seed))
                 if "scratch" in self.arms:
                     out.append(Unit("scratch", LABELS_ONLY, size, seed))
-                if "transfer" in self.arms:
-                    out += [
-                        Unit("transfer", p, size, seed) for p in PROTOCOLS if p in self.protocols
-                    ]
+                for arm in (a for a in LM_ARMS if a in self.arms):
+                    out += [Unit(arm, p, size, seed) for p in PROTOCOLS if p in self.protocols]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def unit_seconds(u: Unit, sp: Speed, cfg: TrainConfig, test_rows: int) -> float:
     tok, tok_c = sp.tokens_per_doc, min(sp.tokens_per_doc, cfg.max_len)
     s = u.size * tok / infer_tps + u.size * tok_c * sum(cfg.stages[1:]) / clas_tps
     s += test_rows * tok / infer_tps
-    if u.arm == "transfer" and u.protocol == "supervised":
+    if u.arm in LM_ARMS and u.protocol == "supervised":
         s += u.size * tok * (cfg.lm_frozen_epochs + cfg.lm_epochs) / sp.lm_tps
     return s
 
@@ -270,6 +271,8 @@ def measure_speed(
 
 __all__ = [
     "ARMS",
+    "DEFAULT_ARMS",
+    "LM_ARMS",
     "PROTOCOLS",
     "LABELS_ONLY",
     "DEFAULT_SIZES",

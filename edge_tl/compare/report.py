@@ -36,7 +36,15 @@ ORDER = (
     "tfidf/none",
     "transfer+tfidf/semi",
     "transfer+tfidf/supervised",
+    "train/semi",
+    "train-network/semi",
+    "train-head/semi",
+    "train/supervised",
+    "train-network/supervised",
+    "train-head/supervised",
 )
+# A `train` unit's record holds its network's and its head's test accuracy beside the mix's.
+TRAIN_PARTS = {"train-network": "network_accuracy", "train-head": "head_accuracy"}
 COLORS = {
     "transfer/semi": "#6a3d9a",
     "transfer/supervised": "#1f78b4",
@@ -44,6 +52,12 @@ COLORS = {
     "tfidf/none": "#33a02c",
     "transfer+tfidf/semi": "#b15928",
     "transfer+tfidf/supervised": "#a6cee3",
+    "train/semi": "#e31a1c",
+    "train-network/semi": "#cab2d6",
+    "train-head/semi": "#b2df8a",
+    "train/supervised": "#fb9a99",
+    "train-network/supervised": "#cab2d6",
+    "train-head/supervised": "#b2df8a",
 }
 REF_COLORS = {
     "published study: scratch": COLORS["scratch/none"],
@@ -80,7 +94,13 @@ def label(series: str) -> str:
     arm, protocol = series.split("/")
     if arm == ENSEMBLE:
         return f"transfer ({protocol}) + TF-IDF, mean of probabilities"
-    names = {"tfidf": "TF-IDF + LR", "scratch": "scratch"}
+    names = {
+        "tfidf": "TF-IDF + LR",
+        "scratch": "scratch",
+        "train": f"what `train` ships ({protocol})",
+        "train-network": f"its network ({protocol})",
+        "train-head": "its TF-IDF head",
+    }
     return names.get(arm, f"{arm} ({protocol})")
 
 
@@ -95,6 +115,11 @@ def aggregate(runs: dict[str, Any]) -> dict[str, dict[int, Cell]]:
     for r in runs.values():
         s = acc.setdefault(f"{r['arm']}/{r['protocol']}", {}).setdefault(r["size"], {})
         s[r["seed"]] = r["accuracy"]
+        for part, key in TRAIN_PARTS.items() if r["arm"] == "train" else ():
+            if key in (r.get("metrics") or {}):
+                acc.setdefault(f"{part}/{r['protocol']}", {}).setdefault(r["size"], {})[
+                    r["seed"]
+                ] = r["metrics"][key]
         ens = (r.get("metrics") or {}).get("ensemble")
         if ens:
             acc.setdefault(f"{ENSEMBLE}/{r['protocol']}", {}).setdefault(r["size"], {})[

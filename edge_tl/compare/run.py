@@ -2,12 +2,15 @@
 
 A plan is every (arm, protocol, size, seed) unit. Arms: `transfer` (LM fine-tuning from a base,
 then the classifier schedule), `scratch` (same architecture and classifier schedule, random
-init, no LM) and `tfidf` (TF-IDF + logistic regression). Protocols of the transfer arm:
+init, no LM), `tfidf` (TF-IDF + logistic regression) and `train` (what `edge-tl train` ships:
+transfer's network on train's own split, mixed with its TF-IDF head; compare/shipped.py).
+Protocols of the transfer and train arms:
 `supervised` (LM fine-tuned on the N training texts) and `semi` (LM fine-tuned once on every
 text of the data set plus its unlabelled rows and --lm-data, reused for every size and seed).
 The other arms see labels only (protocol "none"). Each finished unit is written to
 results.json at once (atomic), so an interrupted run continues where it stopped.
-Every arm trains on all N labelled rows; the N rows are stratified, nested and fixed by seed.
+Every arm but `train` trains on all N labelled rows; the N rows are stratified, nested and
+fixed by seed.
 This module runs a comparison; one unit is compare/unit.py, the plan and the time estimate
 compare/plan.py, the shared LM compare/lm.py, the results file and its lock compare/results.py.
 """
@@ -28,6 +31,7 @@ from edge_tl.bases.store import base_info
 from edge_tl.compare import report
 from edge_tl.compare.lm import SEMI_LM, lm_digest
 from edge_tl.compare.plan import (
+    LM_ARMS,
     ComparePlan,
     Speed,
     Unit,
@@ -126,8 +130,9 @@ def run_compare(
     returns the results document."""
     out = Path(out)
     work = Path(work) if work is not None else out
-    # The arms are the network alone; the `transfer+tfidf` series is compare's own mean.
-    cfg = dataclasses.replace(cfg, tfidf_head=False)
+    # The arms are the network alone (the `transfer+tfidf` series is compare's own mean), but
+    # the `train` arm, which trains with the head as `train` does: its settings stay aside.
+    head_cfg, cfg = cfg, dataclasses.replace(cfg, tfidf_head=False)
     with locked(work):
         out.mkdir(parents=True, exist_ok=True)
         doc = load_results(out)
@@ -184,6 +189,7 @@ def run_compare(
             lm_digest(setup),
             data.lm_texts,
             setup_digest=setup_digest(setup),
+            head_cfg=dataclasses.replace(head_cfg, tfidf_head=True),
         )
         save_results(out, doc)
         _run_units(ctx, todo, doc, out, echo)
@@ -209,7 +215,7 @@ def _open_data(plan: ComparePlan) -> _Data:
         )
     lm_sets = {n: open_dataset(n) for n in plan.lm_data}
     n_unlab = len(ds.unlabelled_texts()) + sum(len(d) for d in lm_sets.values())
-    if "semi" in plan.protocols and "transfer" in plan.arms and n_unlab == 0:
+    if "semi" in plan.protocols and set(LM_ARMS) & set(plan.arms) and n_unlab == 0:
         raise DataError(
             f"protocol semi needs unlabelled text, and dataset {plan.data!r} has no "
             "unlabelled rows",

@@ -22,6 +22,8 @@ from edge_tl.compare.resume import (
     unit_checkpoint_name,
     unit_checkpoints,
 )
+from edge_tl.compare.shipped import ARM as SHIPPED
+from edge_tl.compare.shipped import shipped_metrics
 from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.train import recipe as _train
 from edge_tl.train.baseline import TfidfConfig, tfidf_accuracy
@@ -83,6 +85,8 @@ class UnitContext:
     test_docs: list[list[str]] | None = None
     base: Any = None
     semi: _train.LMResult | None = None
+    # the `train` arm's settings: the comparison's, with the TF-IDF head as `train` has it
+    head_cfg: TrainConfig | None = None
 
     def tokenized(self, rows: list[int]) -> list[list[str]]:
         """The tokens of training rows `rows`, each row tokenized once per comparison."""
@@ -99,11 +103,8 @@ class UnitContext:
         return self.base
 
 
-def _test_metrics(ctx: UnitContext, m: Any) -> dict[str, Any]:
-    """Accuracy etc. of trained model `m` on the (once tokenized) test rows, and `probs`: each
-    row's probabilities in the comparison's label order (kept in memory only)."""
-    if ctx.test_docs is None:
-        ctx.test_docs = tokenize(ctx.test_texts, ctx.cfg.workers)
+def _network_probs(ctx: UnitContext, m: Any, docs: list[list[str]]) -> Any:
+    """Trained model `m`'s probabilities (in its label order) on tokenized texts."""
     tc = m.train_config
     model = build_classifier(
         m.model_cfg,
@@ -115,9 +116,17 @@ def _test_metrics(ctx: UnitContext, m: Any) -> dict[str, Any]:
     model.load_state_dict(m.state_dict)
     model.to(ctx.run.device)
     dtype = m.metrics.get("dtype", ctx.run.dtype)  # what it trained in (fp32 for scratch on CPU)
-    probs = predict_proba_ids(
-        model, numericalize(ctx.test_docs, m.vocab), ctx.run.bs, tc["bptt"], dtype, ctx.run.device
+    return predict_proba_ids(
+        model, numericalize(docs, m.vocab), ctx.run.bs, tc["bptt"], dtype, ctx.run.device
     )
+
+
+def _test_metrics(ctx: UnitContext, m: Any) -> dict[str, Any]:
+    """Accuracy etc. of trained model `m` on the (once tokenized) test rows, and `probs`: each
+    row's probabilities in the comparison's label order (kept in memory only)."""
+    if ctx.test_docs is None:
+        ctx.test_docs = tokenize(ctx.test_texts, ctx.cfg.workers)
+    probs = _network_probs(ctx, m, ctx.test_docs)
     c2i = {n: i for i, n in enumerate(m.labels)}
     out = metrics_from_predictions(
         [c2i[x] for x in ctx.test_labels], [argmax(p) for p in probs], m.labels
@@ -180,7 +189,8 @@ def _network_unit(
     """A transfer or scratch unit: (LM,) classifier, test metrics and, for transfer, the
     transfer + TF-IDF series."""
     t0 = time.perf_counter()
-    cfg = dataclasses.replace(ctx.cfg, seed=u.seed)
+    shipped = u.arm == SHIPPED
+    cfg = dataclasses.replace(ctx.head_cfg if shipped and ctx.head_cfg else ctx.cfg, seed=u.seed)
     docs = ctx.tokenized(rows)
     timings["tokenize"] = time.perf_counter() - t0
     lm = None
@@ -191,9 +201,10 @@ def _network_unit(
         lm = shared_lm(ctx, doc)  # before the unit's hooks: it sets and clears its own
         if fresh:  # trained once for every semi unit: kept out of this unit's per-row cost
             timings["shared_lm"] = lm.seconds
-    # fastai wants a validation set; we train on all N rows, so it is a spread of them
+    # fastai wants a validation set; the network arms train on all N rows, so it is a spread of
+    # them; the `train` arm holds out train's own split (it chooses the head's share there)
     step = max(1, len(rows) // VALID_ROWS)
-    valid = (texts[::step][:VALID_ROWS], labels[::step][:VALID_ROWS])
+    valid = None if shipped else (texts[::step][:VALID_ROWS], labels[::step][:VALID_ROWS])
     meta = checkpoint_meta(ctx.plan, ctx.setup_digest)
     name = unit_checkpoint_name(ctx.setup_digest, u.key)
     with unit_checkpoints(ctx.run, name, cfg, meta, ctx.echo) as (ck, extra):
@@ -223,6 +234,17 @@ def _network_unit(
     config = config_dict(cfg)
     config["arch"] = dataclasses.asdict(ctx.shape) if cfg.arch is not None else None
     extra = {k: m.metrics[k] for k in KEPT_METRICS if k in m.metrics}
+    if shipped:  # what train ships: the mix; the network and the head beside it, and levers
+        t3 = time.perf_counter()
+        gold = [ctx.names.index(x) for x in ctx.test_labels]
+
+        def network_of(texts: list[str]) -> Any:
+            probs = _network_probs(ctx, m, tokenize(texts, cfg.workers))
+            return in_label_order(probs, m.labels, ctx.names)
+
+        r, more = shipped_metrics(m, cfg, r["probs"], ctx.test_texts, gold, ctx.names, network_of)
+        extra.update(more)
+        timings["shipped"] = time.perf_counter() - t3
     if u.arm == "transfer":  # the transfer + TF-IDF series: mean of the two models' probs
         t3 = time.perf_counter()
         gold = [ctx.names.index(x) for x in ctx.test_labels]

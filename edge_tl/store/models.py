@@ -62,6 +62,9 @@ class TrainedModel:
     dataset_fingerprint: str | None = None
     created: str = ""
     tfidf_head: TfidfHead | None = None  # averaged with the network at export
+    # In memory only, never stored: the validation rows' network and cross-fitted head
+    # probabilities, for compare's mixing levers (train.recipe fills it).
+    held_out: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 def check_name(name: str, what: str = "model") -> str:

@@ -231,7 +231,7 @@ def train_classifier(
     timings = _fit_stages(learn, model, ids, rows, v_ids, mcfg, cfg, run, resume, pretrained)
     seconds = time.perf_counter() - t_all
     best = _keep_best(model, learn._best)
-    head, metrics = _validation_metrics(model, rows, v_ids, names, cfg, run)
+    head, metrics, held_out = _validation_metrics(model, rows, v_ids, names, cfg, run)
     if best is not None:
         metrics["best_epoch"] = best
     tokens = sum(len(t) for t in ids) * sum(cfg.stages[resume.position.stage if resume else 0 :])
@@ -263,6 +263,7 @@ def train_classifier(
         base=None if lm is None else lm.base,
         base_sha256=None if lm is None else lm.base_sha256,
         tfidf_head=head,
+        held_out=held_out,
     )
 
 
@@ -368,12 +369,13 @@ def _fit_stages(
 
 def _validation_metrics(
     model: Any, rows: _Rows, v_ids: list, names: list[str], cfg: TrainConfig, run: Run
-) -> tuple[TfidfHead | None, dict[str, Any]]:
-    """The TF-IDF head and the metrics on the validation rows. The head is fitted on every
-    labelled row (the network holds the validation rows out; the head needs no early stopping),
-    so its validation probabilities are cross-fitted: each from a fit on the other folds."""
+) -> tuple[TfidfHead | None, dict[str, Any], dict[str, Any] | None]:
+    """The TF-IDF head, the metrics on the validation rows and those rows' probabilities. The
+    head is fitted on every labelled row (the network holds the validation rows out; the head
+    needs no early stopping), so its validation probabilities are cross-fitted: each from a fit
+    on the other folds."""
     if not cfg.tfidf_head:
-        return None, evaluate_ids(model, v_ids, rows.v_y, names, run, cfg)
+        return None, evaluate_ids(model, v_ids, rows.v_y, names, run, cfg), None
     t0 = time.perf_counter()
     texts = rows.texts + rows.v_texts
     labels = [names[i] for i in rows.y + rows.v_y]
@@ -397,7 +399,8 @@ def _validation_metrics(
         tfidf_weight_chosen_by=how,
         tfidf_seconds=time.perf_counter() - t0,
     )
-    return head, metrics
+    held = {"neural": neural, "head": held_out, "y": list(rows.v_y), "texts": texts}
+    return head, metrics, {**held, "labels": labels, "cross_fitted": oof is not None}
 
 
 __all__ = [

@@ -344,7 +344,10 @@ def test_dry_run_budget_drops_and_says_so(tiny_setup):
             "numbers. write e.g. --sizes 500,1000",
         ),
         (["--sizes", "12,500"], "Error: subset size 500 is larger than the 40 labelled rows."),
-        (["--arms", "transfer,magic"], "Error: compare: --arms must be transfer, scratch, tfidf."),
+        (
+            ["--arms", "transfer,magic"],
+            "Error: compare: --arms must be transfer, scratch, tfidf, train.",
+        ),
         (
             ["--base", "nope"],
             "Error: base 'nope' not found. run `edge-tl base list` to see the installed bases",

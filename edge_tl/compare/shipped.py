@@ -1,0 +1,158 @@
+"""The `train` arm of a comparison: what `edge-tl train` ships, and the mixing levers around it.
+
+A `train` unit trains the way `edge-tl train` does (its own validation split, the TF-IDF head on
+every labelled row, the head's share chosen by train's rule) and scores on the test rows the
+network alone, the head alone and their mix at the chosen share: what an export predicts. The
+same network then answers, at the cost of a few seconds, what other choices would have given:
+the fixed share 0.5, the share chosen without train's minimum of held-out rows, a stacked
+logistic regression on the two models' log-odds, an NB-LR head, and every share of the test
+sweep (a diagnosis, never a choice). The test rows are also scored cut to their first two
+sentences: a lever that helps long reviews and hurts short texts is not kept. Nothing per row
+is written to disk (test rows may be private).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_tl.metrics import metrics_from_predictions
+from edge_tl.store.models import TrainedModel
+from edge_tl.tfidf_head import head_proba
+from edge_tl.train.baseline import TfidfConfig, train_tfidf
+from edge_tl.train.config import TrainConfig
+from edge_tl.train.head import (
+    WEIGHT_GRID,
+    choose_weight,
+    head_of,
+    mix_log_losses,
+    out_of_fold_proba,
+    weight_of_losses,
+)
+
+ARM = "train"
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def first_sentences(text: str, n: int = 2) -> str:
+    """The first `n` sentences of a text, `<br />` tags dropped (the short-text check)."""
+    return " ".join(SENTENCE.split(text.replace("<br />", " ").strip())[:n])
+
+
+def _acc(p: Any, y: Any) -> float:
+    return float((np.asarray(p).argmax(1) == np.asarray(y)).mean())
+
+
+def _mix(w: float, head: Any, neural: Any) -> Any:
+    return w * np.asarray(head) + (1 - w) * np.asarray(neural)
+
+
+def _log_odds(p: Any) -> Any:
+    """Per-class log-odds of probabilities (n, k), clipped away from 0 and 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def stacked_proba(
+    neural_v: Any, head_v: Any, y_v: Sequence[int], neural_t: Any, head_t: Any, seed: int
+) -> Any | None:
+    """Stacking: logistic regression on both models' log-odds, fitted on the held-out rows,
+    applied to the test rows; None when the held-out rows miss a label."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y_v)
+    k = np.asarray(neural_v).shape[1]
+    if len(set(y.tolist())) < k:
+        return None
+    fit = LogisticRegression(C=1.0, max_iter=1000, random_state=seed)
+    fit.fit(np.hstack([_log_odds(neural_v), _log_odds(head_v)]), y)
+    out = np.zeros((len(neural_t), k))
+    out[:, fit.classes_] = fit.predict_proba(np.hstack([_log_odds(neural_t), _log_odds(head_t)]))
+    return out
+
+
+def shipped_metrics(
+    m: TrainedModel,
+    cfg: TrainConfig,
+    neural_test: Any,
+    test_texts: Sequence[str],
+    test_y: Sequence[int],
+    names: Sequence[str],
+    network_of: Callable[[list[str]], Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The unit's shipped metrics (its mix on the test rows) and what it records beside them:
+    network, head, share, levers, short texts. `network_of(texts)`: the network's probabilities."""
+    head, held = m.tfidf_head, m.held_out
+    if head is None or held is None:
+        raise ValueError("a `train` unit needs the TF-IDF head (tfidf_head on)")
+    y = np.asarray(test_y)
+    head_test = head_proba(head, test_texts)
+    w = head.weight
+    r = metrics_from_predictions(
+        list(test_y), _mix(w, head_test, neural_test).argmax(1).tolist(), list(names)
+    )
+    extra: dict[str, Any] = {
+        "network_accuracy": _acc(neural_test, y),
+        "head_accuracy": _acc(head_test, y),
+        "tfidf_weight": w,
+        "tfidf_weight_chosen_by": m.metrics.get("tfidf_weight_chosen_by"),
+        "tfidf_c": head.c,
+        "valid_rows": len(held["y"]),
+        "levers": _levers(held, cfg, neural_test, head_test, test_texts, y, names),
+        "test_sweep": {
+            f"{g:.2f}": _acc(_mix(float(g), head_test, neural_test), y) for g in WEIGHT_GRID
+        },
+    }
+    short = [first_sentences(t) for t in test_texts]
+    neural_s, head_s = network_of(short), head_proba(head, short)
+    extra["short"] = {
+        "network_accuracy": _acc(neural_s, y),
+        "head_accuracy": _acc(head_s, y),
+        "accuracy": _acc(_mix(w, head_s, neural_s), y),
+        "fixed_0.5": _acc(_mix(0.5, head_s, neural_s), y),
+    }
+    return r, extra
+
+
+def _levers(
+    held: dict[str, Any],
+    cfg: TrainConfig,
+    neural_test: Any,
+    head_test: Any,
+    test_texts: Sequence[str],
+    y: Any,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Test accuracy of the other mixing choices on the same network and held-out rows."""
+    nv, hv, yv, seed = held["neural"], held["head"], held["y"], cfg.seed
+    out: dict[str, Any] = {"fixed_0.5": _acc(_mix(0.5, head_test, neural_test), y)}
+    w_any = weight_of_losses(mix_log_losses(nv, hv, yv))
+    out["weight_any_rows"] = {
+        "weight": w_any,
+        "accuracy": _acc(_mix(w_any, head_test, neural_test), y),
+    }
+    st = stacked_proba(nv, hv, yv, neural_test, head_test, seed) if held["cross_fitted"] else None
+    out["stacked"] = None if st is None else _acc(st, y)
+    # NB-LR head on the same rows, its held-out probabilities cross-fitted like the plain one's
+    nb = train_tfidf(held["texts"], held["labels"], seed, TfidfConfig(nb=True))
+    nb_head = head_of(nb, names)
+    nb_test = head_proba(nb_head, test_texts)
+    oof = out_of_fold_proba(nb, held["texts"], held["labels"], names, seed)
+    nb_v = oof[len(oof) - len(yv) :] if oof is not None else None
+    w_nb = (
+        choose_weight(nv, nb_v, yv, cfg.tfidf_weight_min_rows, cfg.tfidf_weight)[0]
+        if nb_v is not None
+        else cfg.tfidf_weight
+    )
+    out["nb_head"] = {
+        "head_accuracy": _acc(nb_test, y),
+        "weight": w_nb,
+        "accuracy": _acc(_mix(w_nb, nb_test, neural_test), y),
+    }
+    return out
+
+
+__all__ = ["ARM", "first_sentences", "shipped_metrics", "stacked_proba"]
