@@ -97,6 +97,12 @@ def main() -> None:
     ap.add_argument("--config", default="{}", help="JSON TrainConfig overrides")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument(
+        "--semi-lm",
+        type=Path,
+        default=None,
+        help="a plain shared LM (bench/semi_lm.py export) to use instead of fine-tuning one",
+    )
     a = ap.parse_args()
     os.environ["EDGE_TL_HOME"] = str(a.home)
     a.home.mkdir(parents=True, exist_ok=True)
@@ -106,6 +112,12 @@ def main() -> None:
     from edge_tl.train.settings import resolve_config
 
     unsup = ensure_datasets(a.unsup_rows)
+    work = a.work or a.home / "compare"
+    if a.semi_lm is not None and not (work / "semi-lm.age").exists():
+        from semi_lm import import_lm
+
+        side = import_lm(a.semi_lm, work)
+        print(f"shared LM imported from {a.semi_lm} (sha256 {side['sha256'][:16]}...)", flush=True)
     prof = None
     if a.profile:
         from edge_tl.hardware.profiles import load_profile
@@ -126,7 +138,6 @@ def main() -> None:
         test_rows=a.test_rows,
         references="imdb",
     )
-    work = a.work or a.home / "compare"
     doc = run_compare(
         plan,
         cfg,
