@@ -34,6 +34,8 @@ from edge_tl.train.head import (
 )
 
 ARM = "train"
+# Other heads scored in the same unit: NB-LR, and word 1-3-grams (the export format allows 3).
+HEAD_VARIANTS = {"nb_head": TfidfConfig(nb=True), "trigram_head": TfidfConfig(ngram_max=3)}
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -56,11 +58,9 @@ def _log_odds(p: Any) -> Any:
     return np.log(p) - np.log1p(-p)
 
 
-def stacked_proba(
-    neural_v: Any, head_v: Any, y_v: Sequence[int], neural_t: Any, head_t: Any, seed: int
-) -> Any | None:
-    """Stacking: logistic regression on both models' log-odds, fitted on the held-out rows,
-    applied to the test rows; None when the held-out rows miss a label."""
+def stacker(neural_v: Any, head_v: Any, y_v: Sequence[int], seed: int) -> Callable | None:
+    """Stacking: logistic regression on both models' log-odds, fitted on the held-out rows; a
+    function (neural, head) -> mixed probabilities, or None when the rows miss a label."""
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(y_v)
@@ -69,9 +69,13 @@ def stacked_proba(
         return None
     fit = LogisticRegression(C=1.0, max_iter=1000, random_state=seed)
     fit.fit(np.hstack([_log_odds(neural_v), _log_odds(head_v)]), y)
-    out = np.zeros((len(neural_t), k))
-    out[:, fit.classes_] = fit.predict_proba(np.hstack([_log_odds(neural_t), _log_odds(head_t)]))
-    return out
+
+    def proba(neural: Any, head: Any) -> Any:
+        out = np.zeros((len(neural), k))
+        out[:, fit.classes_] = fit.predict_proba(np.hstack([_log_odds(neural), _log_odds(head)]))
+        return out
+
+    return proba
 
 
 def shipped_metrics(
@@ -108,11 +112,16 @@ def shipped_metrics(
     }
     short = [first_sentences(t) for t in test_texts]
     neural_s, head_s = network_of(short), head_proba(head, short)
+    w_any = extra["levers"]["weight_any_rows"]["weight"]
+    nv, hv = held["neural"], held["head"]
+    st = stacker(nv, hv, held["y"], cfg.seed) if held["cross_fitted"] else None
     extra["short"] = {
         "network_accuracy": _acc(neural_s, y),
         "head_accuracy": _acc(head_s, y),
         "accuracy": _acc(_mix(w, head_s, neural_s), y),
         "fixed_0.5": _acc(_mix(0.5, head_s, neural_s), y),
+        "weight_any_rows": _acc(_mix(w_any, head_s, neural_s), y),
+        "stacked": None if st is None else _acc(st(neural_s, head_s), y),
     }
     return r, extra
 
@@ -134,25 +143,34 @@ def _levers(
         "weight": w_any,
         "accuracy": _acc(_mix(w_any, head_test, neural_test), y),
     }
-    st = stacked_proba(nv, hv, yv, neural_test, head_test, seed) if held["cross_fitted"] else None
-    out["stacked"] = None if st is None else _acc(st, y)
-    # NB-LR head on the same rows, its held-out probabilities cross-fitted like the plain one's
-    nb = train_tfidf(held["texts"], held["labels"], seed, TfidfConfig(nb=True))
-    nb_head = head_of(nb, names)
-    nb_test = head_proba(nb_head, test_texts)
-    oof = out_of_fold_proba(nb, held["texts"], held["labels"], names, seed)
-    nb_v = oof[len(oof) - len(yv) :] if oof is not None else None
-    w_nb = (
-        choose_weight(nv, nb_v, yv, cfg.tfidf_weight_min_rows, cfg.tfidf_weight)[0]
-        if nb_v is not None
-        else cfg.tfidf_weight
-    )
-    out["nb_head"] = {
-        "head_accuracy": _acc(nb_test, y),
-        "weight": w_nb,
-        "accuracy": _acc(_mix(w_nb, nb_test, neural_test), y),
-    }
+    st = stacker(nv, hv, yv, seed) if held["cross_fitted"] else None
+    out["stacked"] = None if st is None else _acc(st(neural_test, head_test), y)
+    for key, tcfg in HEAD_VARIANTS.items():
+        out[key] = _other_head(held, cfg, tcfg, nv, neural_test, test_texts, y, names)
     return out
 
 
-__all__ = ["ARM", "first_sentences", "shipped_metrics", "stacked_proba"]
+def _other_head(
+    held: dict[str, Any],
+    cfg: TrainConfig,
+    tcfg: TfidfConfig,
+    nv: Any,
+    neural_test: Any,
+    test_texts: Sequence[str],
+    y: Any,
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Another head fitted on the same rows, its share chosen by train's rule on its own
+    cross-fitted held-out probabilities: its test accuracy alone and mixed."""
+    yv = held["y"]
+    fit = train_tfidf(held["texts"], held["labels"], cfg.seed, tcfg)
+    test = head_proba(head_of(fit, names), test_texts)
+    oof = out_of_fold_proba(fit, held["texts"], held["labels"], names, cfg.seed)
+    w = cfg.tfidf_weight
+    if oof is not None:
+        w = choose_weight(nv, oof[len(oof) - len(yv) :], yv, cfg.tfidf_weight_min_rows, w)[0]
+    mixed = _acc(_mix(w, test, neural_test), y)
+    return {"head_accuracy": _acc(test, y), "weight": w, "accuracy": mixed}
+
+
+__all__ = ["ARM", "HEAD_VARIANTS", "first_sentences", "shipped_metrics", "stacker"]

@@ -10,7 +10,7 @@ import pytest
 from test_compare import CANARY, _compare, tiny_setup  # noqa: F401  (fixture)
 
 from edge_tl.compare import report
-from edge_tl.compare.shipped import first_sentences, stacked_proba
+from edge_tl.compare.shipped import first_sentences, stacker
 from edge_tl.store.models import load_model, save_model
 from edge_tl.train import recipe as train_mod
 from edge_tl.train.config import TrainConfig
@@ -34,9 +34,16 @@ def test_train_arm_records_the_mix_its_parts_and_the_levers(tiny_setup, edge_tl_
     assert m["valid_rows"] < 24  # train's own split: the network did not see every row
     lv = m["levers"]
     assert lv["fixed_0.5"] == pytest.approx(m["test_sweep"]["0.50"])
-    assert set(lv) == {"fixed_0.5", "weight_any_rows", "stacked", "nb_head"}
+    assert set(lv) == {"fixed_0.5", "weight_any_rows", "stacked", "nb_head", "trigram_head"}
     assert 0.0 <= lv["nb_head"]["head_accuracy"] <= 1.0
-    assert set(m["short"]) == {"network_accuracy", "head_accuracy", "accuracy", "fixed_0.5"}
+    assert set(m["short"]) == {
+        "network_accuracy",
+        "head_accuracy",
+        "accuracy",
+        "fixed_0.5",
+        "weight_any_rows",
+        "stacked",
+    }
     assert r["config"]["tfidf_head"] is True and r["config"]["tfidf_weight_auto"] is True
     # the table carries the shipped mix and both parts; no text reached the results folder
     md = (out / "table.md").read_text()
@@ -75,9 +82,9 @@ def test_stacking_follows_the_informative_model():
     noise_t = rng.uniform(0.05, 0.95, 100)
     bad_t = np.stack([noise_t, 1 - noise_t], 1)
     for net, head, net_t, head_t in ((bad, good, bad_t, good_t), (good, bad, good_t, bad_t)):
-        p = stacked_proba(net, head, y, net_t, head_t, seed=0)
+        p = stacker(net, head, y, seed=0)(net_t, head_t)
         assert (p.argmax(1) == yt).mean() == 1.0
-    assert stacked_proba(bad, good, np.zeros(200, int), bad_t, good_t, seed=0) is None
+    assert stacker(bad, good, np.zeros(200, int), seed=0) is None
 
 
 def test_first_sentences():
