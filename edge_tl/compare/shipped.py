@@ -112,15 +112,15 @@ def shipped_metrics(
     }
     short = [first_sentences(t) for t in test_texts]
     neural_s, head_s = network_of(short), head_proba(head, short)
-    w_any = extra["levers"]["weight_any_rows"]["weight"]
+    any_rows = extra["levers"]["weight_any_rows"]
     nv, hv = held["neural"], held["head"]
-    st = stacker(nv, hv, held["y"], cfg.seed) if held["cross_fitted"] else None
+    st = stacker(nv, hv, held["y"], cfg.seed) if any_rows and held["cross_fitted"] else None
     extra["short"] = {
         "network_accuracy": _acc(neural_s, y),
         "head_accuracy": _acc(head_s, y),
         "accuracy": _acc(_mix(w, head_s, neural_s), y),
         "fixed_0.5": _acc(_mix(0.5, head_s, neural_s), y),
-        "weight_any_rows": _acc(_mix(w_any, head_s, neural_s), y),
+        "weight_any_rows": any_rows and _acc(_mix(any_rows["weight"], head_s, neural_s), y),
         "stacked": None if st is None else _acc(st(neural_s, head_s), y),
     }
     return r, extra
@@ -138,6 +138,10 @@ def _levers(
     """Test accuracy of the other mixing choices on the same network and held-out rows."""
     nv, hv, yv, seed = held["neural"], held["head"], held["y"], cfg.seed
     out: dict[str, Any] = {"fixed_0.5": _acc(_mix(0.5, head_test, neural_test), y)}
+    for key, tcfg in HEAD_VARIANTS.items():
+        out[key] = _other_head(held, cfg, tcfg, nv, neural_test, test_texts, y, names)
+    if held.get("in_sample"):  # the network trained on the held-out rows: they choose nothing
+        return {**out, "weight_any_rows": None, "stacked": None}
     w_any = weight_of_losses(mix_log_losses(nv, hv, yv))
     out["weight_any_rows"] = {
         "weight": w_any,
@@ -145,8 +149,6 @@ def _levers(
     }
     st = stacker(nv, hv, yv, seed) if held["cross_fitted"] else None
     out["stacked"] = None if st is None else _acc(st(neural_test, head_test), y)
-    for key, tcfg in HEAD_VARIANTS.items():
-        out[key] = _other_head(held, cfg, tcfg, nv, neural_test, test_texts, y, names)
     return out
 
 

@@ -90,6 +90,10 @@ class TrainConfig:
     tfidf_weight: float = 0.5
     tfidf_weight_auto: bool = True
     tfidf_weight_min_rows: int = 100
+    # When the validation rows can choose nothing (best_epoch off, and too few of them for the
+    # head's share), the network also trains on them; its validation metrics are then in-sample
+    # (`valid_in_sample`). Off by default: measured in docs/benchmarks.md, "Accuracy levers".
+    train_on_unused_valid: bool = False
     # sizes (0 = from the memory planner / device profile)
     bs: int = 0
     lm_bs: int = 0
@@ -170,6 +174,12 @@ class TrainConfig:
                     f"train config: {key} must be {want}",
                     f"got {value!r}; change the flag or the config file that sets it",
                 )
+
+    def valid_is_unused(self, n_valid: int) -> bool:
+        """True when `n_valid` validation rows choose nothing: no best epoch, and the head's
+        share (if chosen at all) falls back for want of rows."""
+        chooses_weight = self.tfidf_head and self.tfidf_weight_auto
+        return not self.best_epoch and (not chooses_weight or n_valid < self.tfidf_weight_min_rows)
 
     def valid_share(self, n_rows: int) -> float:
         """The share of `n_rows` labelled rows the validation split takes."""

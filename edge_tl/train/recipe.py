@@ -181,6 +181,7 @@ class _Rows:
     v_texts: list[str]
     v_docs: list[list[str]]
     v_y: list[int]
+    in_sample: bool = False  # the validation rows are also the last training rows
 
 
 def train_classifier(
@@ -283,6 +284,9 @@ def _split_rows(
         v_docs = fastcpu.tokenize(valid[0], cfg.workers)
         return _Rows(list(texts), docs, y, list(valid[0]), v_docs, [c2i[x] for x in valid[1]])
     tr, va = stratified_split(y, cfg.valid_share(len(y)), cfg.seed)
+    in_sample = cfg.train_on_unused_valid and cfg.valid_is_unused(len(va))
+    if in_sample:  # nothing is chosen on them: the network learns from them too (at the end)
+        tr = tr + va
     return _Rows(
         [texts[i] for i in tr],
         [docs[i] for i in tr],
@@ -290,6 +294,7 @@ def _split_rows(
         [texts[i] for i in va],
         [docs[i] for i in va],
         [y[i] for i in va],
+        in_sample,
     )
 
 
@@ -377,8 +382,9 @@ def _validation_metrics(
     if not cfg.tfidf_head:
         return None, evaluate_ids(model, v_ids, rows.v_y, names, run, cfg), None
     t0 = time.perf_counter()
-    texts = rows.texts + rows.v_texts
-    labels = [names[i] for i in rows.y + rows.v_y]
+    # every labelled row once, the validation rows last
+    texts = rows.texts if rows.in_sample else rows.texts + rows.v_texts
+    labels = [names[i] for i in (rows.y if rows.in_sample else rows.y + rows.v_y)]
     m = train_tfidf(texts, labels, cfg.seed, TfidfConfig(nb=cfg.tfidf_nb))
     oof = out_of_fold_proba(m, texts, labels, names, cfg.seed)
     neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
@@ -387,7 +393,7 @@ def _validation_metrics(
         held_out = head_proba(head, rows.v_texts)
         how = "fallback: a label has fewer than 2 rows" if cfg.tfidf_weight_auto else how
     else:
-        held_out = oof[len(rows.texts) :]
+        held_out = oof[len(texts) - len(rows.v_texts) :]
     if cfg.tfidf_weight_auto and oof is not None:
         head.weight, how = choose_weight(
             neural, held_out, rows.v_y, cfg.tfidf_weight_min_rows, cfg.tfidf_weight
@@ -399,8 +405,11 @@ def _validation_metrics(
         tfidf_weight_chosen_by=how,
         tfidf_seconds=time.perf_counter() - t0,
     )
+    if rows.in_sample:
+        metrics["valid_in_sample"] = True
     held = {"neural": neural, "head": held_out, "y": list(rows.v_y), "texts": texts}
-    return head, metrics, {**held, "labels": labels, "cross_fitted": oof is not None}
+    held.update(labels=labels, cross_fitted=oof is not None, in_sample=rows.in_sample)
+    return head, metrics, held
 
 
 __all__ = [

@@ -119,3 +119,15 @@ def test_a_train_unit_needs_the_head():
 
     with pytest.raises(ValueError, match="head"):
         shipped_metrics(M(), TrainConfig(), [], [], [], ["a", "b"], lambda t: None)
+
+
+def test_in_sample_validation_rows_choose_nothing(tiny_setup, edge_tl_home):  # noqa: F811
+    toml = tiny_setup / "tiny.toml"
+    toml.write_text(toml.read_text() + "train_on_unused_valid = true\n")
+    code, output = _compare(tiny_setup, "--arms", "train", "--protocol", "semi", "--sizes", "24")
+    assert code == 0, output
+    doc = json.loads((tiny_setup / "out" / "results.json").read_text())
+    m = doc["runs"]["train/semi/24/0"]["metrics"]
+    assert m["levers"]["weight_any_rows"] is None and m["levers"]["stacked"] is None
+    assert m["short"]["stacked"] is None and m["tfidf_weight"] == 0.5
+    assert doc["runs"]["train/semi/24/0"]["config"]["train_on_unused_valid"] is True

@@ -164,3 +164,36 @@ def test_out_of_fold_needs_two_rows_of_every_label() -> None:
     assert out_of_fold_proba(m, texts, labels, ["meh", "neg", "pos"]) is None
     labels[1] = "meh"
     assert out_of_fold_proba(m, texts, labels, ["meh", "neg", "pos"]).shape == (30, 3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "n_valid", "unused"),
+    [
+        ({}, 50, True),  # the share falls back under 100 rows
+        ({}, 100, False),  # 100 rows choose the share
+        ({"best_epoch": True}, 50, False),  # they choose the epoch
+        ({"tfidf_weight_auto": False}, 500, True),
+        ({"tfidf_head": False}, 500, True),
+        ({"tfidf_head": False, "best_epoch": True}, 500, False),
+    ],
+)
+def test_valid_is_unused(settings: dict, n_valid: int, unused: bool) -> None:
+    assert TrainConfig(**settings).valid_is_unused(n_valid) is unused
+
+
+@pytest.mark.parametrize(("min_rows", "in_sample"), [(100, True), (10, False)])
+def test_unused_validation_rows_train_the_network_too(min_rows: int, in_sample: bool) -> None:
+    from edge_tl.train.recipe import _split_rows
+
+    texts, labels = keyword_texts(200, 3, noise=0.2)
+    cfg = TrainConfig(train_on_unused_valid=True, tfidf_weight_min_rows=min_rows)
+    docs = [t.split() for t in texts]
+    rows = _split_rows(texts, labels, None, sorted(set(labels)), cfg, docs)
+    assert len(rows.v_texts) == 20 and rows.in_sample is in_sample
+    if in_sample:  # every row trains, the validation rows last (the head counts each once)
+        assert sorted(rows.texts) == sorted(texts)
+        assert rows.texts[-20:] == rows.v_texts
+    else:
+        assert len(rows.texts) == 180 and not set(rows.texts) & set(rows.v_texts)
+    off = _split_rows(texts, labels, None, sorted(set(labels)), TrainConfig(), docs)
+    assert len(off.texts) == 180 and not off.in_sample
