@@ -56,9 +56,16 @@ LM_DIGEST_FILL: dict[str, Any] = {
 }
 
 
+# Classifier-only settings added after shared LMs were stored: left out of the digest entirely,
+# so that an LM stored before they existed still matches.
+CLASSIFIER_ONLY_LATER = ("train_on_unused_valid",)
+
+
 def lm_digest(setup: dict[str, Any]) -> str:
     """The digest that ties the shared LM to a setup, blind to classifier-only settings."""
     tc = {**setup["train_config"], **LM_DIGEST_FILL}
+    for k in CLASSIFIER_ONLY_LATER:
+        tc.pop(k, None)
     return hashlib.sha256(
         json.dumps({**setup, "train_config": tc}, sort_keys=True).encode()
     ).hexdigest()
@@ -147,6 +154,7 @@ def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
 
 __all__ = [
     "CLASSIFIER_ONLY",
+    "CLASSIFIER_ONLY_LATER",
     "LM_DIGEST_FILL",
     "LM_MAGIC",
     "SEMI_LM",

@@ -337,11 +337,13 @@ def _check_against(old: dict[str, Any], setup: dict[str, Any], out: Path) -> Non
     """ConfigError if the folder holds results of another setup."""
     if old.get("train_config") is not None:
         # Results from before lm_frozen_through_rnn existed were trained fastai's way; from
-        # before best_epoch and valid_min_rows, with the last epoch and a 10 % split.
+        # before best_epoch and valid_min_rows, with the last epoch and a 10 % split; from
+        # before train_on_unused_valid, with the validation rows held out.
         old["train_config"] = {
             "lm_frozen_through_rnn": True,
             "best_epoch": False,
             "valid_min_rows": 0,
+            "train_on_unused_valid": False,
             **old["train_config"],
             **RUNTIME_ONLY,
         }

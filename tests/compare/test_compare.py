@@ -605,4 +605,8 @@ def test_shared_lm_digest_ignores_classifier_recipe_but_not_lm_settings():
     assert lm_digest({"data": "d", "train_config": {"lm_epochs": 1, "stages": [3]}}) == (
         "904efbc5b51b848607db84eda09ddbd541a4fdf4d33588cfcc352fdd4ddf9d75"
     )
+    later = {"lm_epochs": 1, "stages": [3], "train_on_unused_valid": True}
+    assert lm_digest({"data": "d", "train_config": later}) == (
+        "904efbc5b51b848607db84eda09ddbd541a4fdf4d33588cfcc352fdd4ddf9d75"
+    )
     assert set(LM_DIGEST_FILL) == set(CLASSIFIER_ONLY)
