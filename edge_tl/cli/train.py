@@ -158,9 +158,12 @@ def train(
             f"{m.metrics['tfidf_accuracy']:.4f}, mixed at head weight "
             f"{m.metrics['tfidf_weight']:g})"
         )
+    rows = f"{m.metrics.get('valid_rows', 0)} rows"
+    if m.metrics.get("valid_in_sample"):  # too few to choose anything: the network learnt them
+        rows += ", which the network also trained on: optimistic"
     click.echo(
         f"saved model {m.name!r}: validation accuracy {acc:.4f}{parts} "
-        f"({m.metrics.get('valid_rows', 0)} rows); trained in "
+        f"({rows}); trained in "
         f"{(time.perf_counter() - t0) / 60:.1f} min"
     )
 

@@ -17,6 +17,8 @@ from edge_tl.train.config import TrainConfig
 
 
 def test_train_arm_records_the_mix_its_parts_and_the_levers(tiny_setup, edge_tl_home):  # noqa: F811
+    toml = tiny_setup / "tiny.toml"  # validation rows held out, as from 1,000 labels
+    toml.write_text(toml.read_text() + "train_on_unused_valid = false\n")
     code, output = _compare(
         tiny_setup, "--arms", "train,tfidf", "--protocol", "semi", "--sizes", "24"
     )

@@ -186,7 +186,7 @@ def test_unused_validation_rows_train_the_network_too(min_rows: int, in_sample: 
     from edge_tl.train.recipe import _split_rows
 
     texts, labels = keyword_texts(200, 3, noise=0.2)
-    cfg = TrainConfig(train_on_unused_valid=True, tfidf_weight_min_rows=min_rows)
+    cfg = TrainConfig(tfidf_weight_min_rows=min_rows)
     docs = [t.split() for t in texts]
     rows = _split_rows(texts, labels, None, sorted(set(labels)), cfg, docs)
     assert len(rows.v_texts) == 20 and rows.in_sample is in_sample
@@ -195,5 +195,7 @@ def test_unused_validation_rows_train_the_network_too(min_rows: int, in_sample: 
         assert rows.texts[-20:] == rows.v_texts
     else:
         assert len(rows.texts) == 180 and not set(rows.texts) & set(rows.v_texts)
-    off = _split_rows(texts, labels, None, sorted(set(labels)), TrainConfig(), docs)
+    off = _split_rows(
+        texts, labels, None, sorted(set(labels)), TrainConfig(train_on_unused_valid=False), docs
+    )
     assert len(off.texts) == 180 and not off.in_sample
