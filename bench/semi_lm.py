@@ -74,10 +74,8 @@ def import_lm(src: Path, work: Path, force: bool = False) -> dict:
     """Check `src` against its sidecar and store it encrypted for this device in `work`."""
     import torch
 
-    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, save_lm
-    from edge_tl.config import ModelConfig, from_dict
+    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, lm_of, save_lm
     from edge_tl.store.models import tensors_from_bytes, unpack_container
-    from edge_tl.train.recipe import LMResult
 
     side = json.loads(src.with_suffix(".json").read_text())
     data = src.read_bytes()
@@ -93,16 +91,7 @@ def import_lm(src: Path, work: Path, force: bool = False) -> dict:
         k: v.to(torch.float32) if v.is_floating_point() else v
         for k, v in tensors_from_bytes(body, str(src)).items()
     }
-    lm = LMResult(
-        vocab=header["vocab"],
-        model_cfg=from_dict(ModelConfig, header["model_cfg"], str(src)),
-        encoder_state=state,
-        base=header["base"],
-        base_sha256=header["base_sha256"],
-        tokens=header["tokens"],
-        seconds=header["seconds"],
-        metrics=header["metrics"],
-    )
+    lm = lm_of(header, state, str(src))
     work.mkdir(parents=True, exist_ok=True)
     save_lm(dest, lm, header["digest"])
     return side

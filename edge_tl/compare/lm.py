@@ -99,10 +99,15 @@ def load_lm(path: Path, digest: str) -> _train.LMResult:
     header, body = unpack_container(LM_MAGIC, decrypt_on_device(path.read_bytes(), what), what)
     if header.get("digest") != digest:
         raise ModelError(f"{what} belongs to another comparison", "delete it to retrain it")
+    return lm_of(header, tensors_from_bytes(body, what), what)
+
+
+def lm_of(header: dict[str, Any], tensors: dict[str, Any], what: str) -> _train.LMResult:
+    """The LM a shared-LM header and its tensors describe."""
     return _train.LMResult(
         vocab=header["vocab"],
         model_cfg=from_dict(ModelConfig, header["model_cfg"], what),
-        encoder_state=tensors_from_bytes(body, what),
+        encoder_state=tensors,
         base=header["base"],
         base_sha256=header["base_sha256"],
         tokens=header["tokens"],
@@ -159,6 +164,7 @@ __all__ = [
     "LM_MAGIC",
     "SEMI_LM",
     "lm_digest",
+    "lm_of",
     "load_lm",
     "save_lm",
     "shared_lm",
