@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from tfidf_imdb import IMDB, read_csv  # noqa: E402
 
+from edge_tl.compare.shipped import first_sentences  # noqa: E402
 from edge_tl.store.datasets import stratified_nested_subsets  # noqa: E402
 from edge_tl.store.files import atomic_write  # noqa: E402
 from edge_tl.tfidf_head import MIN_DOCS, head_proba  # noqa: E402
@@ -40,12 +40,6 @@ from edge_tl.train.head import head_of  # noqa: E402
 OUT = ROOT / "bench" / "results" / "levers" / "head.json"
 SIZES = (500, 1000, 2500, 5000, 10000, 20000)
 VARIANTS = {"plain": TfidfConfig(), "nb": TfidfConfig(nb=True)}
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def short(text: str) -> str:
-    """The first two sentences of a review, `<br />` tags dropped."""
-    return " ".join(SENTENCE.split(text.replace("<br />", " ").strip())[:2])
 
 
 def base_words() -> set[str]:
@@ -155,7 +149,7 @@ def main() -> None:
     keep = stratified_nested_subsets(te_y, [a.test_rows], 0)[a.test_rows]
     te_x = [te_x[i] for i in keep]
     gold = np.array([["neg", "pos"].index(te_y[i]) for i in keep])
-    test = (te_x, [short(t) for t in te_x], gold)
+    test = (te_x, [first_sentences(t) for t in te_x], gold)
     words = base_words()
     import sklearn
 

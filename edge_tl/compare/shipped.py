@@ -93,6 +93,7 @@ def shipped_metrics(
     if head is None or held is None:
         raise ValueError("a `train` unit needs the TF-IDF head (tfidf_head on)")
     y = np.asarray(test_y)
+    rules = _held_out_rules(held, cfg.seed)
     head_test = head_proba(head, test_texts)
     w = head.weight
     r = metrics_from_predictions(
@@ -105,30 +106,39 @@ def shipped_metrics(
         "tfidf_weight_chosen_by": m.metrics.get("tfidf_weight_chosen_by"),
         "tfidf_c": head.c,
         "valid_rows": len(held["y"]),
-        "levers": _levers(held, cfg, neural_test, head_test, test_texts, y, names),
+        "levers": _levers(held, cfg, rules, neural_test, head_test, test_texts, y, names),
         "test_sweep": {
             f"{g:.2f}": _acc(_mix(float(g), head_test, neural_test), y) for g in WEIGHT_GRID
         },
     }
     short = [first_sentences(t) for t in test_texts]
     neural_s, head_s = network_of(short), head_proba(head, short)
-    any_rows = extra["levers"]["weight_any_rows"]
-    nv, hv = held["neural"], held["head"]
-    st = stacker(nv, hv, held["y"], cfg.seed) if any_rows and held["cross_fitted"] else None
+    w_any, st = rules
     extra["short"] = {
         "network_accuracy": _acc(neural_s, y),
         "head_accuracy": _acc(head_s, y),
         "accuracy": _acc(_mix(w, head_s, neural_s), y),
         "fixed_0.5": _acc(_mix(0.5, head_s, neural_s), y),
-        "weight_any_rows": any_rows and _acc(_mix(any_rows["weight"], head_s, neural_s), y),
+        "weight_any_rows": None if w_any is None else _acc(_mix(w_any, head_s, neural_s), y),
         "stacked": None if st is None else _acc(st(neural_s, head_s), y),
     }
     return r, extra
 
 
+def _held_out_rules(held: dict[str, Any], seed: int) -> tuple[float | None, Callable | None]:
+    """The share by log loss on any number of held-out rows, and the stacker fitted there
+    (None, None when the network trained on those rows: they choose nothing)."""
+    if held.get("in_sample"):
+        return None, None
+    nv, hv, yv = held["neural"], held["head"], held["y"]
+    st = stacker(nv, hv, yv, seed) if held["cross_fitted"] else None
+    return weight_of_losses(mix_log_losses(nv, hv, yv)), st
+
+
 def _levers(
     held: dict[str, Any],
     cfg: TrainConfig,
+    rules: tuple[float | None, Callable | None],
     neural_test: Any,
     head_test: Any,
     test_texts: Sequence[str],
@@ -136,18 +146,15 @@ def _levers(
     names: Sequence[str],
 ) -> dict[str, Any]:
     """Test accuracy of the other mixing choices on the same network and held-out rows."""
-    nv, hv, yv, seed = held["neural"], held["head"], held["y"], cfg.seed
     out: dict[str, Any] = {"fixed_0.5": _acc(_mix(0.5, head_test, neural_test), y)}
     for key, tcfg in HEAD_VARIANTS.items():
-        out[key] = _other_head(held, cfg, tcfg, nv, neural_test, test_texts, y, names)
-    if held.get("in_sample"):  # the network trained on the held-out rows: they choose nothing
-        return {**out, "weight_any_rows": None, "stacked": None}
-    w_any = weight_of_losses(mix_log_losses(nv, hv, yv))
-    out["weight_any_rows"] = {
-        "weight": w_any,
-        "accuracy": _acc(_mix(w_any, head_test, neural_test), y),
-    }
-    st = stacker(nv, hv, yv, seed) if held["cross_fitted"] else None
+        out[key] = _other_head(held, cfg, tcfg, held["neural"], neural_test, test_texts, y, names)
+    w_any, st = rules
+    out["weight_any_rows"] = (
+        None
+        if w_any is None
+        else {"weight": w_any, "accuracy": _acc(_mix(w_any, head_test, neural_test), y)}
+    )
     out["stacked"] = None if st is None else _acc(st(neural_test, head_test), y)
     return out
 
