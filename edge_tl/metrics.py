@@ -44,6 +44,12 @@ def argmax(p: Sequence[float]) -> int:
 __all__ = ["argmax", "metrics_from_predictions"]
 
 
+def _how_mixed(r: dict[str, Any]) -> str:
+    if r.get("tfidf_mix") == "stacked":
+        return "the model stacks them: a logistic regression on both parts' log-odds"
+    return f"the model mixes them at head weight {r['tfidf_weight']:g}"
+
+
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable metrics table."""
     names = r["labels"]
@@ -52,8 +58,7 @@ def format_report(r: dict[str, Any]) -> str:
     if "neural_accuracy" in r:  # a model with a TF-IDF head: the mix, then each part alone
         lines.append(
             f"(network alone {r['neural_accuracy']:.4f}, TF-IDF head alone "
-            f"{r['tfidf_accuracy']:.4f}; the model mixes them at head weight "
-            f"{r['tfidf_weight']:g})"
+            f"{r['tfidf_accuracy']:.4f}; {_how_mixed(r)})"
         )
         if r.get("weight_sweep"):
             ws, accs = r["weight_sweep"], r["weight_sweep"].values()
@@ -80,10 +85,16 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def mix_metrics(
-    neural: Any, tfidf: Any, weight: float, y: Sequence[int], names: Sequence[str]
+    neural: Any,
+    tfidf: Any,
+    weight: float,
+    y: Sequence[int],
+    names: Sequence[str],
+    stacked: Any = None,
 ) -> dict[str, Any]:
-    """Metrics of `weight` x head + (1 - weight) x network (what an export predicts), with each
-    part's own accuracy and the accuracy at every weight of SWEEP. Arrays (n, n_class)."""
+    """Metrics of what an export predicts: the `stacked` mix's probabilities when given, else
+    `weight` x head + (1 - weight) x network; with each part's own accuracy and the accuracy at
+    every weight of SWEEP. Arrays (n, n_class)."""
     import numpy as np  # lazy: the metrics above need none
 
     neural = np.asarray(neural, dtype=np.float32).reshape(len(y), len(names))
@@ -93,11 +104,13 @@ def mix_metrics(
     def mixed(w: float) -> Any:
         return (w * tfidf + (1 - w) * neural).argmax(1)
 
-    out = metrics_from_predictions(list(y), mixed(weight).tolist(), list(names))
+    shipped = mixed(weight) if stacked is None else np.asarray(stacked).argmax(1)
+    out = metrics_from_predictions(list(y), shipped.tolist(), list(names))
     out.update(
         neural_accuracy=float((neural.argmax(1) == gold).mean()),
         tfidf_accuracy=float((tfidf.argmax(1) == gold).mean()),
         tfidf_weight=weight,
+        tfidf_mix="share" if stacked is None else "stacked",
         weight_sweep={f"{w:g}": float((mixed(w) == gold).mean()) for w in SWEEP},
     )
     return out

@@ -24,6 +24,40 @@ SPEC_VERSION = 1
 # The default export keeps an n-gram only if at least this many training texts hold it.
 MIN_DOCS = 5
 MISSING_LABEL_INTERCEPT = -30.0  # a label without training rows: sigmoid ~ 1e-13
+STACK_EPS = 1e-6  # the stacked mix clips probabilities to [eps, 1 - eps] before the log-odds
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The stacked mix (docs/onnx-format.md, v3): softmax(coef @ [log-odds of the network's
+    probabilities; of the head's] + intercept), a logistic regression fitted on held-out rows."""
+
+    coef: Any  # float32 (n_class, 2 * n_class): network columns first
+    intercept: Any  # float32 (n_class,)
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON part (`stack` of the head's spec)."""
+        return {"coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
+
+    def proba(self, neural: Any, tfidf: Any) -> Any:
+        """The mix's probabilities (float32, (n, n_class)), computed as the graph computes them."""
+        import numpy as np
+
+        z = stack_features(neural, tfidf) @ self.coef.T + self.intercept
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def stack_features(neural: Any, tfidf: Any) -> Any:
+    """Both parts' per-class log-odds side by side (float32, (n, 2 * n_class)), as the graph
+    computes them: log(p) - log(1 - p) of p clipped to [STACK_EPS, 1 - STACK_EPS]."""
+    import numpy as np
+
+    def log_odds(p: Any) -> Any:
+        p = np.clip(np.asarray(p, dtype=np.float32), STACK_EPS, np.float32(1 - STACK_EPS))
+        return np.log(p) - np.log(np.float32(1) - p)
+
+    return np.hstack([log_odds(neural), log_odds(tfidf)])
 
 
 @dataclass
@@ -42,10 +76,12 @@ class TfidfHead:
     c: float = 0.0
     cv_accuracy: float = float("nan")
     doc_freq: Any = None  # int32 (F,): training texts each n-gram occurs in (None: unknown)
+    stack: Stack | None = None  # the mix when set; else `weight` x head + (1 - weight) x network
 
     def spec(self) -> dict[str, Any]:
         """The JSON part (model header `tfidf_head`, ONNX `edge_tl.tfidf` without `version`)."""
         cv = None if math.isnan(self.cv_accuracy) else self.cv_accuracy
+        stack = {} if self.stack is None else {"stack": self.stack.spec()}
         return {
             "features": list(self.features),
             "lowercase": self.lowercase,
@@ -56,11 +92,22 @@ class TfidfHead:
             "weight": self.weight,
             "c": self.c,
             "cv_accuracy": cv,
+            **stack,
         }
 
+    def mix(self, neural: Any, tfidf: Any) -> Any:
+        """What the exported graph's `probs` is, from the network's and this head's
+        probabilities (n, n_class): the stacked mix if the head has one, else the share."""
+        import numpy as np
+
+        if self.stack is not None:
+            return self.stack.proba(neural, tfidf)
+        w = np.float32(self.weight)
+        return w * np.asarray(tfidf, dtype=np.float32) + (1 - w) * np.asarray(neural, np.float32)
+
     def with_weight(self, weight: float | None) -> TfidfHead:
-        """The same head mixed at another weight (None: unchanged); a weight outside [0, 1] is
-        refused."""
+        """The same head mixed at another weight, instead of any stacked mix (None: unchanged);
+        a weight outside [0, 1] is refused."""
 
         if weight is None:
             return self
@@ -69,7 +116,7 @@ class TfidfHead:
                 f"TF-IDF head weight {weight} is outside [0, 1]",
                 "pass a share between 0 (the network alone) and 1 (TF-IDF alone)",
             )
-        return dataclasses.replace(self, weight=float(weight))
+        return dataclasses.replace(self, weight=float(weight), stack=None)
 
     def restricted(self, words: set[str], min_docs: int = 1) -> TfidfHead:
         """The head without every n-gram that has a word outside `words` or occurs in fewer
@@ -102,7 +149,9 @@ class TfidfHead:
         ]
 
 
-def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
+def spec_problem(
+    spec: Any, n_features: int | None = None, n_class: int | None = None
+) -> str | None:
     """What is wrong with a head's JSON part (None if nothing): the MUST-reject rules."""
     if not isinstance(spec, dict):
         return "must be an object"
@@ -135,6 +184,30 @@ def spec_problem(spec: Any, n_features: int | None = None) -> str | None:
         re.compile(pat)
     except re.error:
         return "token_pattern does not compile"
+    return None if "stack" not in spec else stack_problem(spec["stack"], n_class)
+
+
+def stack_problem(stack: Any, n_class: int | None = None) -> str | None:
+    """What is wrong with a head's `stack` part (None if nothing)."""
+
+    def numbers(xs: Any, n: int) -> bool:
+        return (
+            isinstance(xs, list)
+            and len(xs) == n
+            and all(
+                not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x)
+                for x in xs
+            )
+        )
+
+    if not isinstance(stack, dict) or set(stack) != {"coef", "intercept"}:
+        return "stack must be an object with coef and intercept only"
+    b, w = stack["intercept"], stack["coef"]
+    k = len(b) if isinstance(b, list) else 0
+    if k < 2 or (n_class is not None and k != n_class) or not numbers(b, k):
+        return "stack intercept must be one finite number per label"
+    if not (isinstance(w, list) and len(w) == k and all(numbers(row, 2 * k) for row in w)):
+        return "stack coef must be one row of 2 x labels finite numbers per label"
     return None
 
 
@@ -150,7 +223,7 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
 
     idf, coef, intercept = arr("tfidf.idf"), arr("tfidf.coef"), arr("tfidf.intercept")
     doc_freq = arr("tfidf.df").astype(np.int32) if "tfidf.df" in tensors else None
-    problem = spec_problem(spec, idf.shape[0] if idf.ndim == 1 else None)
+    problem = spec_problem(spec, idf.shape[0] if idf.ndim == 1 else None, n_class)
     if problem:
         raise ValueError(f"tfidf_head: {problem}")
     n = idf.shape[0]
@@ -159,6 +232,10 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
     if doc_freq is not None and (doc_freq.shape != (n,) or (doc_freq < 1).any()):
         raise ValueError("tfidf_head: tfidf.df must be one count >= 1 per feature")
     cv = spec.get("cv_accuracy")
+    st = spec.get("stack")
+    stack = None
+    if st is not None:
+        stack = Stack(np.asarray(st["coef"], np.float32), np.asarray(st["intercept"], np.float32))
     return TfidfHead(
         list(spec["features"]),
         idf,
@@ -172,6 +249,7 @@ def head_from_parts(spec: dict[str, Any], tensors: Mapping[str, Any], n_class: i
         float(spec.get("c") or 0.0),
         float("nan") if cv is None else float(cv),
         doc_freq,
+        stack,
     )
 
 
@@ -257,10 +335,14 @@ __all__ = [
     "MIN_DOCS",
     "NgramCounter",
     "SPEC_VERSION",
+    "STACK_EPS",
+    "Stack",
     "TOKEN_PATTERN",
     "TfidfHead",
     "feed_arrays",
     "head_from_parts",
     "head_proba",
     "spec_problem",
+    "stack_features",
+    "stack_problem",
 ]

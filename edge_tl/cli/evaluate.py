@@ -39,7 +39,7 @@ def _is_export(model: str) -> bool:
     type=float,
     default=None,
     metavar="W",
-    help="Score the mix at head weight W instead of the model's own.",
+    help="Score the mix at head weight W instead of the model's own (stacked or share).",
 )
 @PASSPHRASE_FILE
 def evaluate(

@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     type=float,
     default=None,
     metavar="W",
-    help="Mix the head at W: 0 = network alone, 1 = TF-IDF alone [the model's own; "
-    "`evaluate` shows accuracy across weights].",
+    help="Mix the head at W: 0 = network alone, 1 = TF-IDF alone, instead of the model's own "
+    "mix [its stacked mix, else its share; `evaluate` shows accuracy across weights].",
 )
 def export(
     model: str,
@@ -108,7 +108,8 @@ def export(
     if trained.tfidf_head is not None and not no_head:
         w = trained.tfidf_head.weight if tfidf_weight is None else tfidf_weight
         n_grams = 0 if meta.tfidf is None else len(meta.tfidf["features"])
-        notes.append(f"TF-IDF head, {n_grams:,} n-grams, weight {w:g}")
+        mix = "stacked" if meta.tfidf is not None and "stack" in meta.tfidf else f"weight {w:g}"
+        notes.append(f"TF-IDF head, {n_grams:,} n-grams, {mix}")
     if meta.external_data is not None:
         data = path.with_name(f"{path.name}.data")
         notes.append(f"weights in {data.name}, {data.stat().st_size / 2**20:.1f} MiB: ship both")

@@ -54,10 +54,16 @@ def info(name: str, as_json: bool) -> None:
     )
     if "tfidf_weight" in m:  # a model with a TF-IDF head: the accuracy above is the mix's
         click.echo(
-            f"tfidf head:  {m['tfidf_features']:,} n-grams, mixed at weight "
-            f"{m['tfidf_weight']:g} (network alone {m['neural_accuracy']:.4f}, head alone "
+            f"tfidf head:  {m['tfidf_features']:,} n-grams, {_mix(m)} (network alone "
+            f"{m['neural_accuracy']:.4f}, head alone "
             f"{m['tfidf_accuracy']:.4f})"
         )
+
+
+def _mix(m: dict) -> str:
+    if m.get("tfidf_mix") == "stacked":
+        return f"stacked (fallback share {m['tfidf_weight']:g})"
+    return f"mixed at weight {m['tfidf_weight']:g}"
 
 
 @models.command("rm")

@@ -73,8 +73,9 @@ D = TrainConfig()  # the real defaults, shown in --help
     default=None,
     metavar="W",
     help="The head's share of the mix, 0 (network alone) to 1 (TF-IDF alone) "
-    f"[chosen by log loss on the validation rows when there are {D.tfidf_weight_min_rows} or "
-    f"more, else {D.tfidf_weight:g}; giving W fixes it].",
+    f"[with {D.tfidf_weight_min_rows} or more validation rows: chosen by log loss on them, and "
+    "the mix stacked there (a logistic regression on both parts' log-odds, tfidf_stack "
+    f"{_on(D.tfidf_stack)}); else {D.tfidf_weight:g}; giving W fixes the share, unstacked].",
 )
 @click.option(
     "--resume",
@@ -153,10 +154,14 @@ def train(
     acc = m.metrics.get("accuracy", float("nan"))
     parts = ""
     if "neural_accuracy" in m.metrics:
+        how = (
+            "stacked on the validation rows"
+            if m.metrics.get("tfidf_mix") == "stacked"
+            else f"mixed at head weight {m.metrics['tfidf_weight']:g}"
+        )
         parts = (
             f" (network {m.metrics['neural_accuracy']:.4f}, TF-IDF head "
-            f"{m.metrics['tfidf_accuracy']:.4f}, mixed at head weight "
-            f"{m.metrics['tfidf_weight']:g})"
+            f"{m.metrics['tfidf_accuracy']:.4f}, {how})"
         )
     rows = f"{m.metrics.get('valid_rows', 0)} rows"
     if m.metrics.get("valid_in_sample"):  # too few to choose anything: the network learnt them

@@ -1,14 +1,15 @@
 """The `train` arm of a comparison: what `edge-tl train` ships, and the mixing levers around it.
 
 A `train` unit trains the way `edge-tl train` does (its own validation split, the TF-IDF head on
-every labelled row, the head's share chosen by train's rule) and scores on the test rows the
-network alone, the head alone and their mix at the chosen share: what an export predicts. The
-same network then answers, at the cost of a few seconds, what other choices would have given:
-the fixed share 0.5, the share chosen without train's minimum of held-out rows, a stacked
-logistic regression on the two models' log-odds, an NB-LR head, and every share of the test
-sweep (a diagnosis, never a choice). The test rows are also scored cut to their first two
-sentences: a lever that helps long reviews and hurts short texts is not kept. Nothing per row
-is written to disk (test rows may be private).
+every labelled row, the mix chosen by train's rule: stacked or at a share) and scores on the
+test rows the network alone, the head alone and their mix: what an export predicts. The same
+network then answers, at the cost of a few seconds, what other choices would have given: the
+chosen share unstacked, the fixed share 0.5, the share chosen without train's minimum of
+held-out rows, a stacked logistic regression on the two models' log-odds on any number of
+held-out rows, an NB-LR head, and every share of the test sweep (a diagnosis, never a choice).
+The test rows are also scored cut to their first two sentences: a lever that helps long reviews
+and hurts short texts is not kept. Nothing per row is written to disk (test rows may be
+private).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import numpy as np
 
 from edge_tl.metrics import metrics_from_predictions
 from edge_tl.store.models import TrainedModel
-from edge_tl.tfidf_head import head_proba
+from edge_tl.tfidf_head import TfidfHead, head_proba
 from edge_tl.train.baseline import TfidfConfig, train_tfidf
 from edge_tl.train.config import TrainConfig
 from edge_tl.train.head import (
     WEIGHT_GRID,
     choose_weight,
+    fit_stack,
     head_of,
     mix_log_losses,
     out_of_fold_proba,
@@ -52,30 +54,16 @@ def _mix(w: float, head: Any, neural: Any) -> Any:
     return w * np.asarray(head) + (1 - w) * np.asarray(neural)
 
 
-def _log_odds(p: Any) -> Any:
-    """Per-class log-odds of probabilities (n, k), clipped away from 0 and 1."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
 def stacker(neural_v: Any, head_v: Any, y_v: Sequence[int], seed: int) -> Callable | None:
-    """Stacking: logistic regression on both models' log-odds, fitted on the held-out rows; a
+    """Stacking as `train` fits it (train.head.fit_stack) on any number of held-out rows: a
     function (neural, head) -> mixed probabilities, or None when the rows miss a label."""
-    from sklearn.linear_model import LogisticRegression
+    stack = fit_stack(neural_v, head_v, y_v, seed)
+    return None if stack is None else stack.proba
 
-    y = np.asarray(y_v)
-    k = np.asarray(neural_v).shape[1]
-    if len(set(y.tolist())) < k:
-        return None
-    fit = LogisticRegression(C=1.0, max_iter=1000, random_state=seed)
-    fit.fit(np.hstack([_log_odds(neural_v), _log_odds(head_v)]), y)
 
-    def proba(neural: Any, head: Any) -> Any:
-        out = np.zeros((len(neural), k))
-        out[:, fit.classes_] = fit.predict_proba(np.hstack([_log_odds(neural), _log_odds(head)]))
-        return out
-
-    return proba
+def _share(head: TfidfHead) -> TfidfHead:
+    """The same head mixed at its chosen share, unstacked."""
+    return head.with_weight(head.weight)
 
 
 def shipped_metrics(
@@ -97,16 +85,20 @@ def shipped_metrics(
     head_test = head_proba(head, test_texts)
     w = head.weight
     r = metrics_from_predictions(
-        list(test_y), _mix(w, head_test, neural_test).argmax(1).tolist(), list(names)
+        list(test_y), head.mix(neural_test, head_test).argmax(1).tolist(), list(names)
     )
     extra: dict[str, Any] = {
         "network_accuracy": _acc(neural_test, y),
         "head_accuracy": _acc(head_test, y),
         "tfidf_weight": w,
+        "tfidf_mix": "share" if head.stack is None else "stacked",
         "tfidf_weight_chosen_by": m.metrics.get("tfidf_weight_chosen_by"),
         "tfidf_c": head.c,
         "valid_rows": len(held["y"]),
-        "levers": _levers(held, cfg, rules, neural_test, head_test, test_texts, y, names),
+        "levers": {
+            "share": _acc(_share(head).mix(neural_test, head_test), y),
+            **_levers(held, cfg, rules, neural_test, head_test, test_texts, y, names),
+        },
         "test_sweep": {
             f"{g:.2f}": _acc(_mix(float(g), head_test, neural_test), y) for g in WEIGHT_GRID
         },
@@ -117,7 +109,8 @@ def shipped_metrics(
     extra["short"] = {
         "network_accuracy": _acc(neural_s, y),
         "head_accuracy": _acc(head_s, y),
-        "accuracy": _acc(_mix(w, head_s, neural_s), y),
+        "accuracy": _acc(head.mix(neural_s, head_s), y),
+        "share": _acc(_share(head).mix(neural_s, head_s), y),
         "fixed_0.5": _acc(_mix(0.5, head_s, neural_s), y),
         "weight_any_rows": None if w_any is None else _acc(_mix(w_any, head_s, neural_s), y),
         "stacked": None if st is None else _acc(st(neural_s, head_s), y),

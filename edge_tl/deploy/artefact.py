@@ -13,10 +13,10 @@ from typing import Any
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS
 from edge_tl.errors import ExportError
 from edge_tl.store.keys import decrypt_on_device
-from edge_tl.tfidf_head import SPEC_VERSION, spec_problem
+from edge_tl.tfidf_head import SPEC_VERSION, TfidfHead, spec_problem
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
-FORMAT_VERSIONS = (1, 2)  # 2: with the TF-IDF head
+FORMAT_VERSIONS = (1, 2, 3)  # 2: with the TF-IDF head; 3: its mix stacked
 _AGE_MAGIC = b"age-encryption.org/v1"
 _ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 # External-data layout (docs/onnx-format.md, "External-data variant").
@@ -35,7 +35,13 @@ class ModelMeta:
     tokenizer: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
     external_data: dict[str, Any] | None = None
-    tfidf: dict[str, Any] | None = None  # version 2: the TF-IDF head's spec
+    tfidf: dict[str, Any] | None = None  # versions 2 and 3: the TF-IDF head's spec
+
+
+def format_version(head: TfidfHead | None) -> int:
+    """The version an export with `head` is written in: 1 without a head, 2 with the head at a
+    share, 3 with its mix stacked."""
+    return 1 if head is None else 2 if head.stack is None else 3
 
 
 def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
@@ -53,6 +59,15 @@ def _json(props: Mapping[str, str], key: str, kind: type, what: str) -> Any:
     return value
 
 
+def _tfidf_problem(tfidf: dict[str, Any], version: int, n_labels: int) -> str | None:
+    """What is wrong with a v2/v3 head spec: v3, and only v3, carries the stacked mix."""
+    if tfidf.get("version") != SPEC_VERSION:
+        return "version must be 1"
+    if ("stack" in tfidf) != (version == 3):
+        return f"a stack is {'missing' if version == 3 else 'not allowed'} in format {version}"
+    return spec_problem(tfidf, n_class=n_labels)
+
+
 def read_metadata(props: Mapping[str, str]) -> ModelMeta:
     """Validate an export's metadata_props; raise ExportError for anything not format 1."""
     fmt = _json(props, "edge_tl.format", str, "a string") if "edge_tl.format" in props else None
@@ -66,17 +81,9 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
         hint = "upgrade edge_tl" if version > max(FORMAT_VERSIONS) else "re-export it"
         raise ExportError(
             f"model file is format version {version}; this edge_tl reads versions "
-            f"{' and '.join(map(str, FORMAT_VERSIONS))}",
+            f"{', '.join(map(str, FORMAT_VERSIONS))}",
             hint,
         )
-    tfidf = None
-    if version == 2:
-        tfidf = _json(props, "edge_tl.tfidf", dict, "an object")
-        problem = (
-            "version must be 1" if tfidf.get("version") != SPEC_VERSION else spec_problem(tfidf)
-        )
-        if problem:
-            raise ExportError(f"model metadata: edge_tl.tfidf: {problem}", "re-export the model")
     labels = _json(props, "edge_tl.labels", list, "a list of label names")
     if (
         not labels
@@ -84,6 +91,12 @@ def read_metadata(props: Mapping[str, str]) -> ModelMeta:
         or len(set(labels)) != len(labels)
     ):
         raise ExportError("model metadata: edge_tl.labels must be distinct non-empty strings")
+    tfidf = None
+    if version >= 2:
+        tfidf = _json(props, "edge_tl.tfidf", dict, "an object")
+        problem = _tfidf_problem(tfidf, version, len(labels))
+        if problem:
+            raise ExportError(f"model metadata: edge_tl.tfidf: {problem}", "re-export the model")
     vocab = _json(props, "edge_tl.vocab", list, "a list of tokens")
     if not all(isinstance(t, str) for t in vocab) or vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
         raise ExportError("model metadata: edge_tl.vocab must be tokens starting with xxunk..xxmaj")
@@ -175,6 +188,7 @@ __all__ = [
     "DATA_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSIONS",
+    "format_version",
     "ModelMeta",
     "check_external_data",
     "model_source",

@@ -33,14 +33,16 @@ def evaluate_onnx(
     if not texts:
         raise DataError("no labelled rows to evaluate on", "give rows with a label")
     y = [names.index(lab) for lab in labels]
-    has_head = clf.meta.format_version == 2
-    outs = ("probs_neural", "probs_tfidf") if has_head else ("probs",)
+    has_head = clf.meta.format_version >= 2
+    outs = ("probs_neural", "probs_tfidf", "probs") if has_head else ("probs",)
     parts = _outputs(clf, texts, outs)
     if not has_head:
         r = metrics_from_predictions(y, parts[0].argmax(1).tolist(), names)
     else:
         weight = clf.meta.tfidf["weight"] if tfidf_weight is None else tfidf_weight
-        r = mix_metrics(parts[0], parts[1], weight, y, names)
+        # the graph's own stacked mix, unless a share is asked for
+        stacked = parts[2] if "stack" in clf.meta.tfidf and tfidf_weight is None else None
+        r = mix_metrics(parts[0], parts[1], weight, y, names, stacked)
     r["model"] = str(clf.path)
     return r
 

@@ -27,7 +27,7 @@ from torch import nn
 from edge_tl.awd_lstm import build_classifier
 from edge_tl.bases.store import load_base
 from edge_tl.config import to_dict
-from edge_tl.deploy.artefact import DATA_ALIGN, DATA_MAGIC, DATA_VERSION
+from edge_tl.deploy.artefact import DATA_ALIGN, DATA_MAGIC, DATA_VERSION, format_version
 from edge_tl.deploy.onnx_head import add_to_graph
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, tokenizer_spec
 from edge_tl.errors import ConfigError, EdgeTLError, ExportError
@@ -198,7 +198,7 @@ def build_metadata(
     }
     meta = {
         "edge_tl.format": FORMAT_NAME,
-        "edge_tl.format_version": FORMAT_VERSION if head is None else FORMAT_VERSION_TFIDF,
+        "edge_tl.format_version": format_version(head),
         "edge_tl.labels": list(model.labels),
         "edge_tl.vocab": vocab,
         "edge_tl.tokenizer": tokenizer_spec(),
@@ -222,7 +222,7 @@ def to_onnx_bytes(
     tfidf_weight: float | None = None,
 ) -> bytes:
     """Serialised ONNX model (plaintext) for `model` (with its TF-IDF head, if it has one and
-    `tfidf_head`: format version 2; mixed at `tfidf_weight`, default the model's own).
+    `tfidf_head`: format 2, or 3 when stacked; `tfidf_weight` mixes at that share instead).
 
     Private by default (`vocab="base"`): tokens outside the base's vocabulary are dropped, and
     the head keeps only n-grams whose words are all in it and that occur in at least

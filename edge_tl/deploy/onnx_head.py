@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_tl.tfidf_head import TfidfHead
+from edge_tl.tfidf_head import STACK_EPS, TfidfHead
 
 
 def add_to_graph(proto: Any, head: TfidfHead) -> Any:
-    """Append the head to an exported v1 graph in place: `probs` becomes `probs_neural`."""
+    """Append the head to an exported v1 graph in place: `probs` becomes `probs_neural`, and
+    `probs` the mix: at the head's share (v2), or stacked when the head has a stack (v3)."""
 
     g = proto.graph
     for node in g.node:
@@ -29,9 +30,10 @@ def add_to_graph(proto: Any, head: TfidfHead) -> Any:
         "tfidf_eps": np.array(1e-12, dtype=np.float32),
         "tfidf_axis1": np.array([1]),
         "tfidf_axis2": np.array([2]),
-        "tfidf_w": np.array(head.weight, dtype=np.float32),
-        "tfidf_1mw": np.array(1 - head.weight, dtype=np.float32),
     }
+    if head.stack is None:  # the share's mix; the stacked mix has its own constants
+        consts["tfidf_w"] = np.array(head.weight, dtype=np.float32)
+        consts["tfidf_1mw"] = np.array(1 - head.weight, dtype=np.float32)
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     g.input.extend(
         [
@@ -67,14 +69,52 @@ def add_to_graph(proto: Any, head: TfidfHead) -> Any:
         n("Sigmoid", ["tf_z"], ["tf_s"]),
         n("ReduceSum", ["tf_s", "tfidf_axis1"], ["tf_ssum"], keepdims=1),
         n("Div", ["tf_s", "tf_ssum"], ["probs_tfidf"]),
-        n("Mul", ["probs_tfidf", "tfidf_w"], ["tf_mw"]),
-        n("Mul", ["probs_neural", "tfidf_1mw"], ["nn_mw"]),
-        n("Add", ["tf_mw", "nn_mw"], ["probs"]),
     ]
+    nodes += _share_mix() if head.stack is None else _stacked_mix(g, head)
     g.node.extend(nodes)
     for name in ("probs", "probs_tfidf"):
         g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", n_class]))
     return proto
+
+
+def _share_mix() -> list[Any]:
+    """probs = w x probs_tfidf + (1 - w) x probs_neural."""
+    n = helper.make_node
+    return [
+        n("Mul", ["probs_tfidf", "tfidf_w"], ["tf_mw"]),
+        n("Mul", ["probs_neural", "tfidf_1mw"], ["nn_mw"]),
+        n("Add", ["tf_mw", "nn_mw"], ["probs"]),
+    ]
+
+
+def _stacked_mix(g: Any, head: TfidfHead) -> list[Any]:
+    """probs = softmax([log-odds(probs_neural), log-odds(probs_tfidf)] @ coef^T + intercept),
+    each probability clipped to [eps, 1 - eps] first (tfidf_head.Stack.proba computes the same)."""
+    assert head.stack is not None
+    consts = {
+        "stack_lo": np.array(STACK_EPS, dtype=np.float32),
+        "stack_hi": np.array(1 - STACK_EPS, dtype=np.float32),
+        "stack_coef_t": np.ascontiguousarray(head.stack.coef.T, dtype=np.float32),
+        "stack_intercept": head.stack.intercept.astype(np.float32),
+    }
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    n = helper.make_node
+    nodes = []
+    for part in ("neural", "tfidf"):
+        p = f"probs_{part}"
+        nodes += [
+            n("Clip", [p, "stack_lo", "stack_hi"], [f"st_{part}_p"]),
+            n("Log", [f"st_{part}_p"], [f"st_{part}_lp"]),
+            n("Sub", ["tfidf_one", f"st_{part}_p"], [f"st_{part}_q"]),
+            n("Log", [f"st_{part}_q"], [f"st_{part}_lq"]),
+            n("Sub", [f"st_{part}_lp", f"st_{part}_lq"], [f"st_{part}_lo"]),
+        ]
+    return nodes + [
+        n("Concat", ["st_neural_lo", "st_tfidf_lo"], ["st_x"], axis=1),  # (batch, 2k)
+        n("MatMul", ["st_x", "stack_coef_t"], ["st_z0"]),
+        n("Add", ["st_z0", "stack_intercept"], ["st_z"]),
+        n("Softmax", ["st_z"], ["probs"], axis=1),
+    ]
 
 
 __all__ = ["add_to_graph"]

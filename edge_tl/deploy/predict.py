@@ -132,7 +132,7 @@ class Classifier:
         outs = {o.name: o for o in self._sess.get_outputs()}
         want_in = {"input_ids": ("tensor(int64)", 2), "lengths": ("tensor(int64)", 1)}
         want_out = ["probs"]
-        if self.meta.format_version == 2:
+        if self.meta.format_version >= 2:
             want_in.update(tfidf_ids=("tensor(int64)", 2), tfidf_counts=("tensor(float)", 2))
             want_out += ["probs_neural", "probs_tfidf"]
         ok = (
@@ -243,7 +243,7 @@ class Classifier:
         return outs
 
     def outputs(self, texts: Sequence[str], names: Sequence[str] = ("probs",)) -> list[Any]:
-        """Named graph outputs for `texts`, run as one batch (version 2 also has
+        """Named graph outputs for `texts`, run as one batch (versions 2 and 3 also have
         `probs_neural` and `probs_tfidf`: the network's and the TF-IDF head's own)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         return self._run(list(names), self.encode(texts), self.ngram_counts(texts))

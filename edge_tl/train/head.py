@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 
 from edge_tl.metrics import mix_metrics
-from edge_tl.tfidf_head import MISSING_LABEL_INTERCEPT, TfidfHead, head_proba
+from edge_tl.tfidf_head import (
+    MISSING_LABEL_INTERCEPT,
+    Stack,
+    TfidfHead,
+    head_proba,
+    stack_features,
+)
 from edge_tl.train.baseline import TfidfConfig, TfidfModel, train_tfidf
 
 
@@ -111,12 +117,31 @@ def weight_of_losses(losses: Any) -> float:
     return float(WEIGHT_GRID[int(np.argmin(losses))])
 
 
+def fit_stack(neural: Any, tfidf: Any, y: Sequence[int], seed: int = 0) -> Stack | None:
+    """Stacking: a logistic regression (C = 1) on both parts' log-odds, fitted on held-out rows
+    (the network's held out, the head's cross-fitted); None when the rows miss a label."""
+    from sklearn.linear_model import LogisticRegression
+
+    gold = np.asarray(y)
+    k = np.asarray(neural).shape[1]
+    if set(gold.tolist()) != set(range(k)):
+        return None
+    fit = LogisticRegression(C=1.0, max_iter=1000, random_state=seed)
+    fit.fit(stack_features(neural, tfidf), gold)
+    w, b = fit.coef_, fit.intercept_
+    if k == 2:  # one row, for the second label: softmax of (-z/2, z/2) is sigmoid(z)
+        w, b = np.vstack([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
+    return Stack(w.astype(np.float32), b.astype(np.float32))
+
+
 def mixed_metrics(
     head: TfidfHead, neural: Any, texts: Sequence[str], y: Sequence[int], names: Sequence[str]
 ) -> dict[str, Any]:
     """Metrics of the mix (what the exported model predicts) on labelled rows, with the
     network's and the head's own accuracy beside them."""
-    out = mix_metrics(neural, head_proba(head, texts), head.weight, y, names)
+    tfidf = head_proba(head, texts)
+    stacked = None if head.stack is None else head.mix(neural, tfidf)
+    out = mix_metrics(neural, tfidf, head.weight, y, names, stacked)
     out.update(tfidf_c=head.c, tfidf_features=len(head.features))
     return out
 
@@ -125,6 +150,7 @@ __all__ = [
     "WEIGHT_GRID",
     "choose_weight",
     "fit_head",
+    "fit_stack",
     "head_of",
     "mix_log_losses",
     "mixed_metrics",

@@ -34,7 +34,7 @@ from edge_tl.train.fit import (
     split_best,
     train_head_on_features,
 )
-from edge_tl.train.head import choose_weight, head_of, out_of_fold_proba
+from edge_tl.train.head import choose_weight, fit_stack, head_of, out_of_fold_proba
 from edge_tl.train.prepare import build_vocab_for, check_labels, stratified_split
 from edge_tl.train.settings import Run, classifier_dtype
 
@@ -398,7 +398,10 @@ def _validation_metrics(
         head.weight, how = choose_weight(
             neural, held_out, rows.v_y, cfg.tfidf_weight_min_rows, cfg.tfidf_weight
         )
-    metrics = mix_metrics(neural, held_out, head.weight, rows.v_y, names)
+        if cfg.tfidf_stack and len(rows.v_y) >= cfg.tfidf_weight_min_rows:
+            head.stack = fit_stack(neural, held_out, rows.v_y, cfg.seed)
+    stacked = None if head.stack is None else head.mix(neural, held_out)
+    metrics = mix_metrics(neural, held_out, head.weight, rows.v_y, names, stacked)
     metrics.update(
         tfidf_c=head.c,
         tfidf_features=len(head.features),

@@ -1,5 +1,5 @@
-"""compare's `train` arm: what `edge-tl train` ships (network + TF-IDF head at the chosen share),
-scored beside its parts and the mixing levers, and nothing per row left on disk."""
+"""compare's `train` arm: what `edge-tl train` ships (network + TF-IDF head, stacked or at the
+chosen share), scored beside its parts and the mixing levers, and nothing per row left on disk."""
 
 from __future__ import annotations
 
@@ -36,12 +36,21 @@ def test_train_arm_records_the_mix_its_parts_and_the_levers(tiny_setup, edge_tl_
     assert m["valid_rows"] < 24  # train's own split: the network did not see every row
     lv = m["levers"]
     assert lv["fixed_0.5"] == pytest.approx(m["test_sweep"]["0.50"])
-    assert set(lv) == {"fixed_0.5", "weight_any_rows", "stacked", "nb_head", "trigram_head"}
+    assert m["tfidf_mix"] == "share" and lv["share"] == r["accuracy"]
+    assert set(lv) == {
+        "share",
+        "fixed_0.5",
+        "weight_any_rows",
+        "stacked",
+        "nb_head",
+        "trigram_head",
+    }
     assert 0.0 <= lv["nb_head"]["head_accuracy"] <= 1.0
     assert set(m["short"]) == {
         "network_accuracy",
         "head_accuracy",
         "accuracy",
+        "share",
         "fixed_0.5",
         "weight_any_rows",
         "stacked",
@@ -53,6 +62,20 @@ def test_train_arm_records_the_mix_its_parts_and_the_levers(tiny_setup, edge_tl_
         assert col in md
     for f in out.iterdir():
         assert CANARY.encode() not in f.read_bytes()
+
+
+def test_train_arm_ships_the_stacked_mix_when_enough_rows_choose(tiny_setup, edge_tl_home):  # noqa: F811
+    toml = tiny_setup / "tiny.toml"  # 2 held-out rows are "enough" here; 100 by default
+    toml.write_text(toml.read_text() + "train_on_unused_valid = false\ntfidf_weight_min_rows = 2\n")
+    code, output = _compare(tiny_setup, "--arms", "train", "--protocol", "semi", "--sizes", "24")
+    assert code == 0, output
+    r = json.loads((tiny_setup / "out" / "results.json").read_text())["runs"]["train/semi/24/0"]
+    m = r["metrics"]
+    assert m["tfidf_mix"] == "stacked", m["tfidf_weight_chosen_by"]
+    # what ships is the stacker the levers fit on the same held-out rows; the share apart
+    assert r["accuracy"] == m["levers"]["stacked"]
+    assert m["short"]["accuracy"] == m["short"]["stacked"]
+    assert m["levers"]["share"] == pytest.approx(m["test_sweep"][f"{m['tfidf_weight']:.2f}"])
 
 
 def test_held_out_probabilities_stay_in_memory(tiny_setup, edge_tl_home, monkeypatch):  # noqa: F811

@@ -155,9 +155,9 @@ def test_not_a_model_and_corrupted(onnx_path: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_format_version(onnx_path: Path, tmp_path: Path) -> None:
-    v3 = _with_props(onnx_path, tmp_path / "v3.onnx", edge_tl__format_version="3")
-    assert _error([str(v3), "hi"]) == (
-        "Error: model file is format version 3; this edge_tl reads versions 1 and 2. "
+    v4 = _with_props(onnx_path, tmp_path / "v4.onnx", edge_tl__format_version="4")
+    assert _error([str(v4), "hi"]) == (
+        "Error: model file is format version 4; this edge_tl reads versions 1, 2, 3. "
         "upgrade edge_tl"
     )
 
