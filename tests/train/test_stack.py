@@ -180,3 +180,22 @@ def test_int8_keeps_the_stack_in_float(stacked_model, tmp_path: Path) -> None:
     proto = onnx.load_from_string(to_onnx_bytes(stacked_model, quantize="int8", vocab="full"))
     coef = next(i for i in proto.graph.initializer if i.name == "stack_coef_t")
     assert coef.data_type == onnx.TensorProto.FLOAT
+
+
+def test_evaluate_scores_the_stacked_mix_the_file_predicts(stacked_model, tmp_path: Path) -> None:
+    from edge_tl.deploy.evaluate import evaluate_onnx
+    from edge_tl.deploy.export import export_onnx
+    from edge_tl.deploy.predict import Classifier
+    from edge_tl.train.evaluate import evaluate_texts
+
+    texts, labels = keyword_texts(40, seed=9, noise=0.3)
+    want = evaluate_texts(stacked_model, texts, labels)
+    clf = Classifier(export_onnx(stacked_model, tmp_path / "m.onnx", vocab="full"))
+    got = evaluate_onnx(clf, texts, labels)
+    assert got["tfidf_mix"] == want["tfidf_mix"] == "stacked"
+    assert got["confusion_matrix"] == want["confusion_matrix"]
+    y = np.array([clf.labels.index(lab) for lab in labels])
+    assert got["accuracy"] == (clf.predict_proba(texts).argmax(1) == y).mean()
+    # a share asked for replaces the stack: the sweep's figure at that share
+    share = evaluate_onnx(clf, texts, labels, tfidf_weight=0.5)
+    assert share["tfidf_mix"] == "share" and share["accuracy"] == share["weight_sweep"]["0.5"]
