@@ -3,7 +3,9 @@
 Every `train` unit scored, on the same network and the same test rows, what `train` ships and
 the other choices of `edge_tl/compare/shipped.py`. This prints, per training size, the mean over
 seeds (and the seed count) of each, on the full test reviews and on the same reviews cut to two
-sentences, and writes the table as JSON beside the results:
+sentences, and writes the table as JSON beside the results. Units measured before `train`
+stacked its mix recorded the share's mix as their `accuracy` and the stacked mix as a lever;
+"what `train` ships" applies train's rule to them (stacked from 100 held-out rows):
 
     .venv/bin/python bench/levers_table.py bench/results/compare-ships
 """
@@ -16,10 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+STACK_MIN_ROWS = 100  # TrainConfig.tfidf_weight_min_rows: train stacks from this many rows
 ROWS: list[tuple[str, str]] = [
     ("network alone", "network_accuracy"),
     ("head alone", "head_accuracy"),
-    ("**what `train` ships** (share by log loss from 100 held-out rows, else 0.5)", "accuracy"),
+    ("**what `train` ships** (stacked from 100 held-out rows, else the share)", "shipped"),
+    ("the share's mix (by log loss from 100 held-out rows, else 0.5)", "share_mix"),
     ("share fixed at 0.5", "levers.fixed_0.5"),
     ("share by log loss on any number of held-out rows", "levers.weight_any_rows.accuracy"),
     ("stacked: logistic regression on both log-odds", "levers.stacked"),
@@ -30,17 +34,31 @@ ROWS: list[tuple[str, str]] = [
     ("best share on the test rows (hindsight, not a choice)", "best_test_share"),
     ("two sentences: network alone", "short.network_accuracy"),
     ("two sentences: head alone", "short.head_accuracy"),
-    ("two sentences: what `train` ships", "short.accuracy"),
+    ("two sentences: what `train` ships", "short.shipped"),
+    ("two sentences: the share's mix", "short.share_mix"),
     ("two sentences: share fixed at 0.5", "short.fixed_0.5"),
     ("two sentences: share by log loss on any rows", "short.weight_any_rows"),
     ("two sentences: stacked", "short.stacked"),
 ]
 
 
+def _mixes(r: dict[str, Any], short: bool) -> tuple[float, float]:
+    """(what `train` ships, the share's mix) of a unit, on the full or two-sentence texts."""
+    m = r["metrics"]
+    part = m["short"] if short else m["levers"]
+    recorded = m["short"]["accuracy"] if short else r["accuracy"]
+    if "tfidf_mix" in m:  # measured since the stacked mix ships: both recorded
+        return recorded, part["share"]
+    stacked = part["stacked"]
+    if m["valid_rows"] >= STACK_MIN_ROWS and stacked is not None:
+        return stacked, recorded
+    return recorded, recorded
+
+
 def _get(r: dict[str, Any], path: str) -> float | None:
     """A unit's figure by dotted path (`accuracy` is the record's own)."""
-    if path == "accuracy":
-        return r["accuracy"]
+    if path in ("shipped", "share_mix", "short.shipped", "short.share_mix"):
+        return _mixes(r, path.startswith("short."))[path.endswith("share_mix")]
     m = r["metrics"]
     if path == "best_test_share":
         return max(m["test_sweep"].values())
