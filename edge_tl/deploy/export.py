@@ -283,9 +283,9 @@ def to_onnx_bytes(
         "dropped_tokens": len(model.vocab) - len(out_vocab),
     }
     if head is not None:  # after quantizing: the head stays float32, exactly sklearn's
-        if vocab == "base":  # its n-grams must not carry private-only strings either
+        if vocab == "base":  # no private-only n-gram; the share, not a stack fit to other parts
             n = len(head.features)
-            head = head.restricted(public, min_docs)
+            head = head.restricted(public, min_docs).with_weight(head.weight)
             extra.update(dropped_ngrams=n - len(head.features), min_docs=min_docs)
         add_to_graph(proto, head)
     del proto.metadata_props[:]

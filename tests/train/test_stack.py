@@ -199,3 +199,21 @@ def test_evaluate_scores_the_stacked_mix_the_file_predicts(stacked_model, tmp_pa
     # a share asked for replaces the stack: the sweep's figure at that share
     share = evaluate_onnx(clf, texts, labels, tfidf_weight=0.5)
     assert share["tfidf_mix"] == "share" and share["accuracy"] == share["weight_sweep"]["0.5"]
+
+
+def test_the_private_export_mixes_at_the_share(stacked_model, tmp_path: Path) -> None:
+    """--vocab base drops tokens and n-grams from both parts: the stack was fitted to the parts
+    as trained, so the default export writes format 2 at the model's share."""
+    from tinydata import tiny_base
+
+    from edge_tl.bases.store import import_base
+    from edge_tl.deploy.export import to_onnx_bytes
+    from edge_tl.deploy.predict import Classifier
+
+    assert import_base(tiny_base(tmp_path / "b.etlb", "tb"), allow_unsigned=True) == "tb"
+    model = dataclasses.replace(stacked_model, base="tb")
+    p = tmp_path / "private.onnx"
+    p.write_bytes(to_onnx_bytes(model, vocab="base", min_docs=1))
+    clf = Classifier(p)
+    assert clf.meta.format_version == 2 and "stack" not in clf.meta.tfidf
+    assert clf.meta.tfidf["weight"] == model.tfidf_head.weight
