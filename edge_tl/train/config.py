@@ -94,8 +94,9 @@ class TrainConfig:
     # With tfidf_weight_auto and as many validation rows, the mix is stacked instead: a logistic
     # regression on both parts' log-odds fitted on those rows (docs/onnx-format.md v3); the
     # chosen share stays the fallback. On: on the same IMDb networks +0.3 / +1.0 / +0.4 points
-    # at 1k / 2.5k / 5k labels (3 seeds), two-sentence texts +0.4 / +1.9 / +0.7; at 10k -0.3
-    # (one seed); demo 0.832 against the share's 0.828 (docs/benchmarks.md, "Accuracy levers").
+    # at 1k / 2.5k / 5k labels (3 seeds), two-sentence texts +0.4 / +1.9 / +0.7; -0.3 / -0.1 at
+    # 10k / 20k (one seed each); demo 0.832 against the share's 0.828. The default private
+    # export mixes at the share (docs/benchmarks.md, "Accuracy levers").
     tfidf_stack: bool = True
     # When the validation rows can choose nothing (best_epoch off, and too few of them for the
     # head's share: under 1,000 labels), the network also trains on them; its validation
