@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-STACK_MIN_ROWS = 100  # TrainConfig.tfidf_weight_min_rows: train stacks from this many rows
 ROWS: list[tuple[str, str]] = [
     ("network alone", "network_accuracy"),
     ("head alone", "head_accuracy"),
@@ -50,7 +49,8 @@ def _mixes(r: dict[str, Any], short: bool) -> tuple[float, float]:
     if "tfidf_mix" in m:  # measured since the stacked mix ships: both recorded
         return recorded, part["share"]
     stacked = part["stacked"]
-    if m["valid_rows"] >= STACK_MIN_ROWS and stacked is not None:
+    # train stacks from tfidf_weight_min_rows held-out rows (the unit's own setting)
+    if m["valid_rows"] >= r["config"]["tfidf_weight_min_rows"] and stacked is not None:
         return stacked, recorded
     return recorded, recorded
 

@@ -15,7 +15,8 @@ def _unit(size: int, valid_rows: int, stacked: float | None, **metrics) -> dict:
     short = {"accuracy": 0.6, "stacked": None if stacked is None else 0.75}
     m = {"valid_rows": valid_rows, "levers": lv, "short": short, "test_sweep": {"0.50": 0.5}}
     m.update(metrics)
-    return {"arm": "train", "size": size, "seed": 0, "accuracy": 0.7, "metrics": m}
+    cfg = {"tfidf_weight_min_rows": 100}
+    return {"arm": "train", "size": size, "seed": 0, "accuracy": 0.7, "metrics": m, "config": cfg}
 
 
 def test_train_rule_applies_to_units_from_before_the_stack() -> None:

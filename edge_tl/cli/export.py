@@ -108,7 +108,7 @@ def export(
     if trained.tfidf_head is not None and not no_head:
         w = trained.tfidf_head.weight if tfidf_weight is None else tfidf_weight
         n_grams = 0 if meta.tfidf is None else len(meta.tfidf["features"])
-        mix = "stacked" if meta.tfidf is not None and "stack" in meta.tfidf else f"weight {w:g}"
+        mix = "stacked" if meta.mix == "stacked" else f"weight {w:g}"
         notes.append(f"TF-IDF head, {n_grams:,} n-grams, {mix}")
     if meta.external_data is not None:
         data = path.with_name(f"{path.name}.data")

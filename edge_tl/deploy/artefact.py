@@ -37,6 +37,13 @@ class ModelMeta:
     external_data: dict[str, Any] | None = None
     tfidf: dict[str, Any] | None = None  # versions 2 and 3: the TF-IDF head's spec
 
+    @property
+    def mix(self) -> str | None:
+        """How the file mixes network and head: "stacked" (v3), "share" (v2), None (v1)."""
+        if self.tfidf is None:
+            return None
+        return "stacked" if "stack" in self.tfidf else "share"
+
 
 def format_version(head: TfidfHead | None) -> int:
     """The version an export with `head` is written in: 1 without a head, 2 with the head at a

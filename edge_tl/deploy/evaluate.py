@@ -41,7 +41,7 @@ def evaluate_onnx(
     else:
         weight = clf.meta.tfidf["weight"] if tfidf_weight is None else tfidf_weight
         # the graph's own stacked mix, unless a share is asked for
-        stacked = parts[2] if "stack" in clf.meta.tfidf and tfidf_weight is None else None
+        stacked = parts[2] if clf.meta.mix == "stacked" and tfidf_weight is None else None
         r = mix_metrics(parts[0], parts[1], weight, y, names, stacked)
     r["model"] = str(clf.path)
     return r

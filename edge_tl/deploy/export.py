@@ -37,8 +37,6 @@ from edge_tl.store.models import TrainedModel
 from edge_tl.tfidf_head import MIN_DOCS, SPEC_VERSION
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
-FORMAT_VERSION = 1  # the network alone
-FORMAT_VERSION_TFIDF = 2  # with the TF-IDF head (docs/onnx-format.md, version 2)
 OPSET = 17
 DEFAULT_BPTT = 72
 DEFAULT_MAX_LEN = 72 * 20
@@ -436,8 +434,6 @@ __all__ = [
     "DATA_MAGIC",
     "EXTERNAL_ABOVE",
     "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "FORMAT_VERSION_TFIDF",
     "MIN_DOCS",
     "build_metadata",
     "data_header",

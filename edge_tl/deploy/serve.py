@@ -80,14 +80,10 @@ def metadata(clf: Classifier, limits: Limits) -> dict[str, Any]:
         "labels": list(clf.labels),
         "base": prov.get("base"),
         "tfidf_weight": None if clf.meta.tfidf is None else clf.meta.tfidf.get("weight"),
-        "tfidf_mix": None if clf.meta.tfidf is None else _mix_of(clf.meta.tfidf),
+        "tfidf_mix": clf.meta.mix,
         "edge_tl_version": prov.get("edge_tl_version"),
         "limits": asdict(limits),
     }
-
-
-def _mix_of(tfidf: dict[str, Any]) -> str:
-    return "stacked" if "stack" in tfidf else "share"
 
 
 def _texts(body: Any, limits: Limits) -> tuple[list[str], bool]:

@@ -139,11 +139,18 @@ def mixed_metrics(
 ) -> dict[str, Any]:
     """Metrics of the mix (what the exported model predicts) on labelled rows, with the
     network's and the head's own accuracy beside them."""
-    tfidf = head_proba(head, texts)
-    stacked = None if head.stack is None else head.mix(neural, tfidf)
-    out = mix_metrics(neural, tfidf, head.weight, y, names, stacked)
+    out = head_mix_metrics(head, neural, head_proba(head, texts), y, names)
     out.update(tfidf_c=head.c, tfidf_features=len(head.features))
     return out
+
+
+def head_mix_metrics(
+    head: TfidfHead, neural: Any, tfidf: Any, y: Sequence[int], names: Sequence[str]
+) -> dict[str, Any]:
+    """metrics.mix_metrics of the mix `head` ships (stacked or at its share), from both parts'
+    probabilities (n, n_class)."""
+    stacked = None if head.stack is None else head.mix(neural, tfidf)
+    return mix_metrics(neural, tfidf, head.weight, y, names, stacked)
 
 
 __all__ = [
@@ -151,6 +158,7 @@ __all__ = [
     "choose_weight",
     "fit_head",
     "fit_stack",
+    "head_mix_metrics",
     "head_of",
     "mix_log_losses",
     "mixed_metrics",

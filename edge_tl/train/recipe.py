@@ -18,7 +18,6 @@ from fastai.torch_core import set_seed
 from edge_tl.awd_lstm import build_classifier, build_lm
 from edge_tl.config import CLAS_DROPOUTS, LM_DROPOUTS, ModelConfig
 from edge_tl.errors import ConfigError
-from edge_tl.metrics import mix_metrics
 from edge_tl.store.checkpoints import capture_rng
 from edge_tl.store.models import TrainedModel
 from edge_tl.tfidf_head import TfidfHead, head_proba
@@ -34,7 +33,13 @@ from edge_tl.train.fit import (
     split_best,
     train_head_on_features,
 )
-from edge_tl.train.head import choose_weight, fit_stack, head_of, out_of_fold_proba
+from edge_tl.train.head import (
+    choose_weight,
+    fit_stack,
+    head_mix_metrics,
+    head_of,
+    out_of_fold_proba,
+)
 from edge_tl.train.prepare import build_vocab_for, check_labels, stratified_split
 from edge_tl.train.settings import Run, classifier_dtype
 
@@ -400,8 +405,7 @@ def _validation_metrics(
         )
         if cfg.tfidf_stack and len(rows.v_y) >= cfg.tfidf_weight_min_rows:
             head.stack = fit_stack(neural, held_out, rows.v_y, cfg.seed)
-    stacked = None if head.stack is None else head.mix(neural, held_out)
-    metrics = mix_metrics(neural, held_out, head.weight, rows.v_y, names, stacked)
+    metrics = head_mix_metrics(head, neural, held_out, rows.v_y, names)
     metrics.update(
         tfidf_c=head.c,
         tfidf_features=len(head.features),
