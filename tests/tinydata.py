@@ -96,7 +96,7 @@ def keyword_texts(
     return texts, labels
 
 
-def tiny_base(path: Path, name: str = "tiny") -> Path:
+def tiny_base(path: Path, name: str = "tiny", seed: int = 0) -> Path:
     """Pack a 40-token random AWD-LSTM base whose vocabulary holds POS, NEG and FILLER."""
     import torch
 
@@ -107,7 +107,7 @@ def tiny_base(path: Path, name: str = "tiny") -> Path:
     words = sorted(set(POS + NEG + FILLER))
     vocab = SPECIAL_TOKENS + words + [f"w{i}" for i in range(40 - len(SPECIAL_TOKENS) - len(words))]
     cfg = ModelConfig(vocab_size=len(vocab), emb_sz=8, n_hid=12, n_layers=2)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in lm_state_keys(cfg).items()}
     sd["0.encoder_dp.emb.weight"] = sd["1.decoder.weight"] = sd["0.encoder.weight"]
     return pack_bundle(

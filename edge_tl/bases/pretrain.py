@@ -67,6 +67,7 @@ class PretrainConfig:
     checkpoint_minutes: float = 10.0
     time_budget_minutes: float = 0.0  # > 0: the schedule ends at this much training time
     seed: int = 42
+    backward: bool = False  # train on reversed token streams (ULMFiT's backward model)
 
 
 @dataclass
@@ -199,6 +200,10 @@ def pretrain(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train, vstream, vocab = prepare(corpus, valid or [], cfg, workdir, log)
+    if cfg.backward:
+        # Reversing the whole stream reverses every text and their order: fastai's backwards
+        # language model (it flips each text) sees the same windows, up to the text order.
+        train, vstream = train[::-1].copy(), vstream[::-1].copy()
     run = _start(train, vocab, cfg, workdir, torch.device(device), log)
     if not _train_steps(run, train, cfg, max_minutes, log):
         return None

@@ -78,6 +78,14 @@ D = TrainConfig()  # the real defaults, shown in --help
     f"{_on(D.tfidf_stack)}); else {D.tfidf_weight:g}; giving W fixes the share, unstacked].",
 )
 @click.option(
+    "--backward-base",
+    default=None,
+    metavar="BASE",
+    help="A base pretrained on reversed text (shipped: default-bwd): also train a backward "
+    "network and average both directions, ULMFiT's forward + backward; about twice the "
+    "training time [off].",
+)
+@click.option(
     "--resume",
     "resume",
     default=None,
@@ -118,6 +126,7 @@ def train(
     seed,
     tfidf_head,
     tfidf_weight,
+    backward_base,
     resume,
     restart,
     threads,
@@ -136,6 +145,7 @@ def train(
         "seed": seed,
         "tfidf_head": tfidf_head,
         "tfidf_weight": tfidf_weight,
+        "backward_base": backward_base,
         "threads": threads,
     }
     if stages is not None:

@@ -3,7 +3,6 @@ or, with `external_data`, the graph plus a `.data` weights file onnxruntime maps
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -22,12 +21,11 @@ import onnx
 import torch
 from onnx import TensorProto
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from torch import nn
 
-from edge_tl.awd_lstm import build_classifier
 from edge_tl.bases.store import load_base
 from edge_tl.config import to_dict
 from edge_tl.deploy.artefact import DATA_ALIGN, DATA_MAGIC, DATA_VERSION, format_version
+from edge_tl.deploy.network import fastai_classifier, seq_settings, stateless_wrapper
 from edge_tl.deploy.onnx_head import add_to_graph
 from edge_tl.deploy.tokenizer import SPECIAL_TOKENS, tokenizer_spec
 from edge_tl.errors import ConfigError, EdgeTLError, ExportError
@@ -38,8 +36,6 @@ from edge_tl.tfidf_head import MIN_DOCS, SPEC_VERSION
 
 FORMAT_NAME = "edge_tl-onnx-classifier"
 OPSET = 17
-DEFAULT_BPTT = 72
-DEFAULT_MAX_LEN = 72 * 20
 EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the graph file
 
 
@@ -50,92 +46,6 @@ def edge_tl_version() -> str:
         return version("edge_tl")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def _seq_settings(model: TrainedModel) -> tuple[int, int]:
-    tc = model.train_config or {}
-    bptt = int(tc.get("bptt", tc.get("seq_len", DEFAULT_BPTT)))
-    max_len = int(tc.get("max_len", DEFAULT_MAX_LEN))
-    return bptt, max_len
-
-
-def fastai_classifier(model: TrainedModel):
-    """The fastai classifier of `model`, weights loaded, in eval mode."""
-
-    bptt, max_len = _seq_settings(model)
-    clf = build_classifier(
-        model.model_cfg,
-        len(model.labels),
-        seq_len=bptt,
-        max_len=max_len,
-        lin_ftrs=list(model.lin_ftrs),
-    )
-    state = {k: torch.as_tensor(v) for k, v in model.state_dict.items()}
-    try:
-        clf.load_state_dict(state)
-    except RuntimeError as e:
-        raise ExportError(
-            f"model {model.name!r}: weights do not fit its config ({str(e).splitlines()[0]})",
-            "the stored model is inconsistent; retrain or re-import it",
-        ) from e
-    return clf.eval()
-
-
-def stateless_wrapper(model: TrainedModel, keep_ids: list[int] | None = None):
-    """A torch module (input_ids, lengths) -> probs equal to fastai's one-text-at-a-time output."""
-
-    clf = fastai_classifier(model)
-    bptt, max_len = _seq_settings(model)
-    awd = clf[0].module
-    emb_w = awd.encoder.weight.detach()  # (vocab, emb)
-    if keep_ids is not None:
-        emb_w = emb_w[torch.as_tensor(keep_ids)]
-
-    class Stateless(nn.Module):
-        """Embedding -> plain LSTMs (zero state per call) -> masked concat pool -> head."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = nn.Embedding.from_pretrained(emb_w.clone(), freeze=True)
-            self.rnns = nn.ModuleList()
-            for wd in awd.rnns:
-                inner = wd.module
-                lstm = nn.LSTM(inner.input_size, inner.hidden_size, 1, batch_first=True)
-                # Eval-mode WeightDropout uses the raw recurrent weight unchanged.
-                lstm.load_state_dict(
-                    {
-                        "weight_ih_l0": inner.weight_ih_l0.detach(),
-                        "weight_hh_l0": wd.weight_hh_l0_raw.detach(),
-                        "bias_ih_l0": inner.bias_ih_l0.detach(),
-                        "bias_hh_l0": inner.bias_hh_l0.detach(),
-                    }
-                )
-                self.rnns.append(lstm)
-            self.head = copy.deepcopy(clf[1].layers).eval()
-            self.bptt, self.max_len = bptt, max_len
-
-        def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            x = self.emb(input_ids)  # (batch, seq, emb)
-            for rnn in self.rnns:
-                # No state passed: every call starts from zeros, so rows never leak into each other.
-                x, _ = rnn(x)  # (batch, seq, hid)
-            seq = x.shape[1]
-            pos = torch.arange(seq, device=x.device).unsqueeze(0)  # (1, seq)
-            lens = lengths.unsqueeze(1)  # (batch, 1)
-            # fastai pools only the last max_len outputs, in whole bptt chunks.
-            over = torch.clamp(lens - self.max_len, min=0)
-            start = torch.div(over + self.bptt - 1, self.bptt, rounding_mode="floor") * self.bptt
-            keep = (pos >= start) & (pos < lens)  # (batch, seq)
-            keep3 = keep.unsqueeze(2)  # (batch, seq, 1)
-            idx = (lens - 1).unsqueeze(2).expand(-1, 1, x.shape[2])  # (batch, 1, hid)
-            last = x.gather(1, idx).squeeze(1)  # (batch, hid)
-            mx = x.masked_fill(~keep3, float("-inf")).max(dim=1).values  # (batch, hid)
-            n = (lens - start).to(x.dtype)  # (batch, 1)
-            avg = x.masked_fill(~keep3, 0.0).sum(dim=1) / n  # (batch, hid)
-            logits = self.head(torch.cat([last, mx, avg], dim=1))  # (batch, n_class)
-            return torch.softmax(logits, dim=1)
-
-    return Stateless().eval()
 
 
 def _base_vocab_keep(model: TrainedModel) -> tuple[list[int], list[str], set[str]]:
@@ -177,7 +87,7 @@ def build_metadata(
     model: TrainedModel, vocab: list[str], extra: dict[str, Any], head: Any = None
 ) -> dict[str, str]:
     """The metadata_props of an export (docs/onnx-format.md), values as JSON text."""
-    bptt, max_len = _seq_settings(model)
+    bptt, max_len = seq_settings(model)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     provenance = {
         "name": model.name,
@@ -190,6 +100,7 @@ def build_metadata(
         "metrics": model.metrics,
         "model_cfg": to_dict(model.model_cfg),
         "lin_ftrs": list(model.lin_ftrs),
+        "backward_base": None if model.backward is None else model.backward.base,
         "bptt": bptt,
         "max_len": max_len,
         **extra,

@@ -25,6 +25,7 @@ from edge_tl.tfidf_head import TfidfHead, head_from_parts
 
 MODEL_MAGIC = b"edge_tl/model v1\n"
 SUFFIX = ".etlm"
+BACKWARD_PREFIX = "bwd."  # the backward network's tensors in the container
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODEL_KEYS = {
     "format",
@@ -45,6 +46,15 @@ MODEL_KEYS = {
 
 
 @dataclass
+class Backward:
+    """The backward network of a forward + backward model: its weights and the base it began at."""
+
+    state_dict: dict[str, Any]  # same keys and shapes as the forward network's
+    base: str | None = None
+    base_sha256: str | None = None
+
+
+@dataclass
 class TrainedModel:
     """A trained AWD-LSTM classifier with everything needed to rebuild, evaluate and export it."""
 
@@ -62,6 +72,9 @@ class TrainedModel:
     dataset_fingerprint: str | None = None
     created: str = ""
     tfidf_head: TfidfHead | None = None  # averaged with the network at export
+    # ULMFiT's backward network (same shape and vocab, trained on reversed text): the network's
+    # probabilities are the mean of both directions. None: forward only.
+    backward: Backward | None = None
     # In memory only, never stored: the validation rows' network and cross-fitted head
     # probabilities, for compare's mixing levers (train.recipe fills it).
     held_out: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -149,8 +162,11 @@ def _head_tensors(head: TfidfHead) -> dict[str, Any]:
 
 def model_to_bytes(m: TrainedModel) -> bytes:
     """Plaintext container of a trained model (encrypt it before it touches disk)."""
-    head = m.tfidf_head
-    body = tensors_to_bytes({**m.state_dict, **(_head_tensors(head) if head is not None else {})})
+    head, bwd = m.tfidf_head, m.backward
+    tensors = {**m.state_dict, **(_head_tensors(head) if head is not None else {})}
+    if bwd is not None:
+        tensors.update({BACKWARD_PREFIX + k: v for k, v in bwd.state_dict.items()})
+    body = tensors_to_bytes(tensors)
     header = {
         "format": "edge_tl/model",
         "version": 1,
@@ -169,13 +185,15 @@ def model_to_bytes(m: TrainedModel) -> bytes:
     }
     if head is not None:  # absent otherwise: a model without one is what it always was
         header["tfidf_head"] = head.spec()
+    if bwd is not None:  # likewise: a forward-only model has no "backward" key
+        header["backward"] = {"base": bwd.base, "base_sha256": bwd.base_sha256}
     return pack_container(MODEL_MAGIC, header, body)
 
 
 def model_from_bytes(data: bytes, what: str) -> TrainedModel:
     """Parse and fully validate a decrypted model container."""
     h, body = unpack_container(MODEL_MAGIC, data, what)
-    missing, unknown = MODEL_KEYS - set(h), set(h) - MODEL_KEYS - {"tfidf_head"}
+    missing, unknown = MODEL_KEYS - set(h), set(h) - MODEL_KEYS - {"tfidf_head", "backward"}
     if missing or unknown:
         key = sorted(missing or unknown)[0]
         raise ModelError(f"{what}: header key {key!r} is {'missing' if missing else 'unknown'}")
@@ -230,7 +248,10 @@ def model_from_bytes(data: bytes, what: str) -> TrainedModel:
             raise ModelError(f"{what}: {e}", _REDO) from e
     elif head_tensors:
         raise ModelError(f"{what}: tensor {sorted(head_tensors)[0]!r} is unexpected", _REDO)
+    bwd = _backward_of(h.get("backward"), tensors, what)
     _check_shapes(tensors, cfg, len(labels), lin, what)
+    if bwd is not None:
+        _check_shapes(bwd.state_dict, cfg, len(labels), lin, f"{what} (backward network)")
     return TrainedModel(
         name=h["name"],
         model_cfg=cfg,
@@ -245,7 +266,28 @@ def model_from_bytes(data: bytes, what: str) -> TrainedModel:
         dataset_fingerprint=h["dataset_fingerprint"],
         created=h["created"],
         tfidf_head=head,
+        backward=bwd,
     )
+
+
+def _backward_of(spec: Any, tensors: dict[str, Any], what: str) -> Backward | None:
+    """The backward network (its "bwd." tensors popped from `tensors`), or None when the header
+    has no "backward" key; a key without tensors or tensors without the key are rejected."""
+    names = [k for k in tensors if k.startswith(BACKWARD_PREFIX)]
+    state = {k[len(BACKWARD_PREFIX) :]: tensors.pop(k) for k in names}
+    if spec is None:
+        if state:
+            raise ModelError(f"{what}: tensor {sorted(names)[0]!r} is unexpected", _REDO)
+        return None
+    _check(
+        isinstance(spec, dict)
+        and set(spec) == {"base", "base_sha256"}
+        and all(v is None or isinstance(v, str) for v in spec.values()),
+        what,
+        "backward must be an object with base and base_sha256 (strings or null)",
+    )
+    _check(bool(state), what, "backward is set but the file has no backward tensors")
+    return Backward(state, spec["base"], spec["base_sha256"])
 
 
 def _check(ok: bool, what: str, problem: str) -> None:
@@ -346,6 +388,8 @@ def remove_model(name: str) -> None:
 
 
 __all__ = [
+    "BACKWARD_PREFIX",
+    "Backward",
     "TrainedModel",
     "save_model",
     "load_model",

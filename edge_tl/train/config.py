@@ -103,6 +103,12 @@ class TrainConfig:
     # metrics are then in-sample (`valid_in_sample`). On: at 500 IMDb labels +0.8 points for
     # what `train` ships, 3 seeds (docs/benchmarks.md, "Accuracy levers").
     train_on_unused_valid: bool = True
+    # ULMFiT's forward + backward: the name of a base pretrained on reversed text beside the
+    # forward one (the shipped pair: default and default-bwd). `train` then also fine-tunes it
+    # on the reversed texts and trains a backward classifier; the network's probabilities are
+    # the mean of both directions, mixed with the head as before. Empty: forward only. Off by
+    # default: it doubles the network's training time (docs/benchmarks.md, "Accuracy levers").
+    backward_base: str = ""
     # sizes (0 = from the memory planner / device profile)
     bs: int = 0
     lm_bs: int = 0

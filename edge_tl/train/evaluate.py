@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fastai.text.data import pad_input_chunk
 from matplotlib.figure import Figure
@@ -65,20 +66,37 @@ def evaluate_texts(
             f"label {unknown[0]!r} is not one the model knows ({', '.join(m.labels)})",
             "evaluate on a dataset with the same label names as the training data",
         )
+    ids = numericalize(tokenize(texts, workers), m.vocab)
+    c2i = {n: i for i, n in enumerate(m.labels)}
+    gold = [c2i[x] for x in labels]
+    probs = network_proba(m, ids, bs, dtype)
+    if m.tfidf_head is not None:  # what the model predicts: the mix with its TF-IDF head
+        return mixed_metrics(m.tfidf_head, probs, texts, gold, m.labels)
+    return metrics_from_predictions(gold, probs.argmax(1).tolist(), m.labels)
+
+
+def classifier_of(m: TrainedModel, state: dict[str, Any] | None = None) -> Any:
+    """The fastai classifier of `m` with `state` (default: the forward network's) loaded."""
     tc = m.train_config
     bptt, max_len = int(tc.get("bptt", 72)), int(tc.get("max_len", 1440))
     model = build_classifier(
         m.model_cfg, len(m.labels), seq_len=bptt, max_len=max_len, lin_ftrs=list(m.lin_ftrs)
     )
-    model.load_state_dict(m.state_dict)
-    ids = numericalize(tokenize(texts, workers), m.vocab)
-    c2i = {n: i for i, n in enumerate(m.labels)}
-    gold = [c2i[x] for x in labels]
-    if m.tfidf_head is not None:  # what the model predicts: the mix with its TF-IDF head
-        probs = predict_proba_ids(model, ids, bs, bptt, dtype)
-        return mixed_metrics(m.tfidf_head, probs, texts, gold, m.labels)
-    pred = predict_ids(model, ids, bs, bptt, dtype)
-    return metrics_from_predictions(gold, pred, m.labels)
+    model.load_state_dict(m.state_dict if state is None else state)
+    return model
+
+
+def network_proba(m: TrainedModel, ids: list, bs: int = 64, dtype: str = "fp32") -> Any:
+    """The network's class probabilities of id lists: the forward network's, or with a backward
+    network the mean of both directions (it reads each text reversed)."""
+    bptt = int(m.train_config.get("bptt", 72))
+    f = np.asarray(predict_proba_ids(classifier_of(m), ids, bs, bptt, dtype), np.float64)
+    if m.backward is None:
+        return f
+    backward = classifier_of(m, m.backward.state_dict)
+    rev = [torch.as_tensor(t).flip(0) for t in ids]  # each text reversed
+    b = np.asarray(predict_proba_ids(backward, rev, bs, bptt, dtype), np.float64)
+    return (f + b) / 2
 
 
 def evaluate_model(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Sequence
+from typing import Any
 
 from edge_tl.errors import DataError
 from edge_tl.train.config import TrainConfig
@@ -59,3 +60,8 @@ def stratified_split(y: Sequence[int], valid_pct: float, seed: int) -> tuple[lis
 
 
 __all__ = ["build_vocab_for", "check_labels", "stratified_split"]
+
+
+def reverse_docs(docs: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Every text's tokens (or ids) in reverse order: what a backward network reads."""
+    return [list(reversed(d)) for d in docs]

@@ -18,6 +18,7 @@ from fastai.torch_core import set_seed
 from edge_tl.awd_lstm import build_classifier, build_lm
 from edge_tl.config import CLAS_DROPOUTS, LM_DROPOUTS, ModelConfig
 from edge_tl.errors import ConfigError
+from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.store.checkpoints import capture_rng
 from edge_tl.store.models import TrainedModel
 from edge_tl.tfidf_head import TfidfHead, head_proba
@@ -26,7 +27,6 @@ from edge_tl.train.baseline import TfidfConfig, train_tfidf
 from edge_tl.train.config import TrainConfig, config_dict
 from edge_tl.train.evaluate import predict_proba_ids
 from edge_tl.train.fit import (
-    evaluate_ids,
     fit_stage,
     learner,
     new_best,
@@ -385,7 +385,11 @@ def _validation_metrics(
     needs no early stopping), so its validation probabilities are cross-fitted: each from a fit
     on the other folds."""
     if not cfg.tfidf_head:
-        return None, evaluate_ids(model, v_ids, rows.v_y, names, run, cfg), None
+        neural = predict_proba_ids(model, v_ids, run.bs, cfg.bptt, run.dtype, run.device)
+        pred = [argmax(p) for p in neural]
+        # the network's held-out probabilities: a backward network is averaged on them
+        held = {"neural": neural, "y": list(rows.v_y), "in_sample": rows.in_sample}
+        return None, metrics_from_predictions(rows.v_y, pred, names), held
     t0 = time.perf_counter()
     # every labelled row once, the validation rows last
     texts = rows.texts if rows.in_sample else rows.texts + rows.v_texts
@@ -399,12 +403,7 @@ def _validation_metrics(
         how = "fallback: a label has fewer than 2 rows" if cfg.tfidf_weight_auto else how
     else:
         held_out = oof[len(texts) - len(rows.v_texts) :]
-    if cfg.tfidf_weight_auto and oof is not None:
-        head.weight, how = choose_weight(
-            neural, held_out, rows.v_y, cfg.tfidf_weight_min_rows, cfg.tfidf_weight
-        )
-        if cfg.tfidf_stack and len(rows.v_y) >= cfg.tfidf_weight_min_rows:
-            head.stack = fit_stack(neural, held_out, rows.v_y, cfg.seed)
+    how = choose_mix(head, neural, held_out, rows.v_y, cfg, oof is not None) or how
     metrics = head_mix_metrics(head, neural, held_out, rows.v_y, names)
     metrics.update(
         tfidf_c=head.c,
@@ -419,8 +418,25 @@ def _validation_metrics(
     return head, metrics, held
 
 
+def choose_mix(
+    head: TfidfHead, neural: Any, held_out: Any, v_y: Sequence[int], cfg: TrainConfig, ok: bool
+) -> str | None:
+    """Set the head's share (and stack) from the validation rows by train's rule; how it was
+    chosen, or None when it keeps its configured share. `ok`: the head's probabilities there
+    are cross-fitted."""
+    if not (cfg.tfidf_weight_auto and ok):
+        return None
+    min_rows = cfg.tfidf_weight_min_rows
+    head.weight, how = choose_weight(neural, held_out, v_y, min_rows, cfg.tfidf_weight)
+    head.stack = None
+    if cfg.tfidf_stack and len(v_y) >= cfg.tfidf_weight_min_rows:
+        head.stack = fit_stack(neural, held_out, v_y, cfg.seed)
+    return how
+
+
 __all__ = [
     "LMResult",
+    "choose_mix",
     "finetune_lm",
     "train_classifier",
 ]

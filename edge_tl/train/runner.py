@@ -22,8 +22,8 @@ from edge_tl.store.checkpoints import (
 )
 from edge_tl.store.datasets import Dataset, open_dataset
 from edge_tl.store.models import TrainedModel, check_name, model_path, save_model
+from edge_tl.train import directions, recipe  # called as recipe.NAME: tests patch its stages
 from edge_tl.train import engine as fastcpu
-from edge_tl.train import recipe  # called as recipe.NAME: tests patch its stages
 from edge_tl.train.config import TrainConfig, config_dict
 from edge_tl.train.prepare import check_labels
 from edge_tl.train.recipe import LMResult
@@ -131,6 +131,7 @@ def train_from_vault(
     lab_docs = [docs_all[i] for i in lab_idx] if want_lm else docs_all
     echo(_plan_line(job, run, prof, docs_all if want_lm else [], lab_docs))
     lm = _language_model(job, run, docs_all, want_lm, echo)
+    bwd = _backward(job, run, lm, docs_all, lab_docs, texts, labels, echo)
     echo("classifier: stages " + ", ".join(str(e) for e in job.cfg.stages) + " epochs")
     m = recipe.train_classifier(
         texts,
@@ -143,7 +144,40 @@ def train_from_vault(
         docs=lab_docs,
         scratch=job.cfg.scratch,
     )
+    if bwd is not None:
+        m = directions.combine(m, bwd, job.cfg)
+        echo(
+            f"forward + backward: networks {m.metrics['forward_network_accuracy']:.3f} and "
+            f"{m.metrics['backward_network_accuracy']:.3f}, their mean "
+            f"{m.metrics['neural_accuracy']:.3f} on the validation rows"
+        )
     return _store(m, job, run)
+
+
+def _backward(
+    job: _Inputs,
+    run: Run,
+    lm: LMResult | None,
+    docs_all: list,
+    lab_docs: list,
+    texts: list[str],
+    labels: list[str],
+    echo: Callable[[str], None],
+) -> TrainedModel | None:
+    """The backward network (backward_base set): its base fine-tuned on the reversed texts,
+    then its classifier; not checkpointed (a resumed run trains it again)."""
+    if not job.cfg.backward_base or lm is None:
+        return None
+    base = load_base(job.cfg.backward_base)
+    directions.check_backward_base(base, job.base)
+    echo(f"backward network: fine-tuning {base.name} on the reversed texts")
+    lm_b = directions.finetune_backward_lm(job.lm_texts, base, lm, job.cfg, run, docs_all)
+    echo(f"backward LM done: perplexity {lm_b.metrics['lm_perplexity']:.1f}; its classifier")
+    bwd = directions.train_backward_classifier(
+        texts, labels, lm_b, job.cfg, label_names=job.names, run=run, docs=lab_docs
+    )
+    bwd.metrics.update(lm_seconds=lm_b.seconds, lm_perplexity=lm_b.metrics["lm_perplexity"])
+    return bwd
 
 
 def _resolve_inputs(
@@ -188,6 +222,11 @@ def _resolve_inputs(
     for extra in lm_data:
         lm_texts += open_dataset(extra).texts
     base, shape = None, cfg.arch
+    if cfg.backward_base and cfg.scratch:
+        raise ConfigError(
+            "backward_base needs a pretrained forward base; --scratch has none",
+            "drop backward_base, or train from a base",
+        )
     if not cfg.scratch:
         base = load_base(base_name or "default")
         base_name, shape = base.name, base.model_cfg

@@ -255,3 +255,29 @@ def test_cli_pretrain_cuda_without_a_gpu_is_a_clear_error(tmp_path, monkeypatch)
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("Error: --device cuda, but torch")
+
+
+def test_backward_pretraining_reads_every_stream_reversed(tmp_path, monkeypatch):
+    """backward = true trains on the reversed token stream (ULMFiT's backward base)."""
+    import numpy as np
+
+    from edge_tl.bases import pretrain as pt
+
+    train_ids = np.arange(10, 40, dtype=np.int32)
+    seen = {}
+
+    def stop(train, vocab, cfg, workdir, dev, log):
+        seen[cfg.backward] = train.tolist()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "_start", stop)
+    for backward in (False, True):
+        work = tmp_path / f"w{backward}"
+        work.mkdir()
+        # the prepare step's cache: pretraining reads its tokens from there
+        np.savez(work / "tokens.npz", train=train_ids, valid=np.arange(50, 60, dtype=np.int32))
+        (work / "vocab.json").write_text(json.dumps([f"t{i}" for i in range(64)]))
+        with pytest.raises(KeyboardInterrupt):
+            pretrain([], work, PretrainConfig(backward=backward), log=lambda m: None)
+    assert seen[False] == list(range(10, 40))
+    assert seen[True] == list(range(39, 9, -1))
