@@ -103,6 +103,12 @@ def main() -> None:
         default=None,
         help="a plain shared LM (bench/semi_lm.py export) to use instead of fine-tuning one",
     )
+    ap.add_argument(
+        "--semi-lm-backward",
+        type=Path,
+        default=None,
+        help="likewise the backward shared LM (with backward_base in --config)",
+    )
     a = ap.parse_args()
     os.environ["EDGE_TL_HOME"] = str(a.home)
     a.home.mkdir(parents=True, exist_ok=True)
@@ -118,6 +124,11 @@ def main() -> None:
 
         side = import_lm(a.semi_lm, work)
         print(f"shared LM imported from {a.semi_lm} (sha256 {side['sha256'][:16]}...)", flush=True)
+    if a.semi_lm_backward is not None and not (work / "semi-lm-bwd.age").exists():
+        from semi_lm import import_lm
+
+        side = import_lm(a.semi_lm_backward, work, backward=True)
+        print(f"backward LM imported from {a.semi_lm_backward} ({side['sha256'][:16]}...)")
     prof = None
     if a.profile:
         from edge_tl.hardware.profiles import load_profile

@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def export_lm(work: Path, out: Path) -> dict:
-    """Decrypt `work`'s shared LM, write it as plain fp16 `out` plus `out`.json; the sidecar."""
+def export_lm(work: Path, out: Path, backward: bool = False) -> dict:
+    """Decrypt `work`'s shared LM (or its backward one), write it as plain fp16 `out` plus
+    `out`.json; the sidecar."""
     import torch
 
-    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM
+    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, SEMI_LM_BACKWARD
     from edge_tl.store.files import atomic_write
     from edge_tl.store.keys import decrypt_on_device
     from edge_tl.store.models import (
@@ -44,7 +45,7 @@ def export_lm(work: Path, out: Path) -> dict:
         unpack_container,
     )
 
-    src = work / SEMI_LM
+    src = work / (SEMI_LM_BACKWARD if backward else SEMI_LM)
     header, body = unpack_container(LM_MAGIC, decrypt_on_device(src.read_bytes(), str(src)), "lm")
     state = {
         k: v.to(torch.float16) if v.is_floating_point() else v
@@ -70,11 +71,12 @@ def export_lm(work: Path, out: Path) -> dict:
     return side
 
 
-def import_lm(src: Path, work: Path, force: bool = False) -> dict:
-    """Check `src` against its sidecar and store it encrypted for this device in `work`."""
+def import_lm(src: Path, work: Path, force: bool = False, backward: bool = False) -> dict:
+    """Check `src` against its sidecar and store it encrypted for this device in `work` (as the
+    backward shared LM with `backward`)."""
     import torch
 
-    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, lm_of, save_lm
+    from edge_tl.compare.lm import LM_MAGIC, SEMI_LM, SEMI_LM_BACKWARD, lm_of, save_lm
     from edge_tl.store.models import tensors_from_bytes, unpack_container
 
     side = json.loads(src.with_suffix(".json").read_text())
@@ -84,7 +86,7 @@ def import_lm(src: Path, work: Path, force: bool = False) -> dict:
     header, body = unpack_container(LM_MAGIC, data, str(src))
     if hashlib.sha256(body).hexdigest() != header["tensors_sha256"]:
         raise SystemExit(f"{src}: its tensors do not match its header; refetch it")
-    dest = work / SEMI_LM
+    dest = work / (SEMI_LM_BACKWARD if backward else SEMI_LM)
     if dest.exists() and not force:
         raise SystemExit(f"{dest} exists; pass --force to replace it")
     state = {
@@ -106,12 +108,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="export: the plain file to write")
     ap.add_argument("--file", type=Path, help="import: the plain file to read")
     ap.add_argument("--force", action="store_true", help="import: replace an LM already there")
+    ap.add_argument("--backward", action="store_true", help="the backward shared LM")
     a = ap.parse_args()
     os.environ["EDGE_TL_HOME"] = str(a.home)
     if a.what == "export":
-        side = export_lm(a.work, a.out)
+        side = export_lm(a.work, a.out, a.backward)
     else:
-        side = import_lm(a.file, a.work, a.force)
+        side = import_lm(a.file, a.work, a.force, a.backward)
     print(json.dumps({k: side[k] for k in ("sha256", "bytes", "tokens", "seconds")}))
 
 

@@ -24,6 +24,7 @@ from edge_tl.train.engine import tokenize
 
 LM_MAGIC = b"edge_tl/compare-lm v1\n"
 SEMI_LM = "semi-lm.age"
+SEMI_LM_BACKWARD = "semi-lm-bwd.age"  # the backward base fine-tuned on the same texts, reversed
 
 # Settings the shared semi LM does not depend on: another classifier recipe reuses it.
 CLASSIFIER_ONLY = (
@@ -58,7 +59,7 @@ LM_DIGEST_FILL: dict[str, Any] = {
 
 # Classifier-only settings added after shared LMs were stored: left out of the digest entirely,
 # so that an LM stored before they existed still matches.
-CLASSIFIER_ONLY_LATER = ("train_on_unused_valid",)
+CLASSIFIER_ONLY_LATER = ("train_on_unused_valid", "backward_base")
 
 
 def lm_digest(setup: dict[str, Any]) -> str:
@@ -157,7 +158,48 @@ def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
     return lm
 
 
+def backward_digest(ctx: Any) -> str:
+    """The digest of the backward shared LM: the forward one's setup and the backward base."""
+    return hashlib.sha256(f"{ctx.digest}:backward:{ctx.cfg.backward_base}".encode()).hexdigest()
+
+
+def shared_backward_lm(ctx: Any, doc: dict[str, Any], forward: _train.LMResult) -> Any:
+    """The backward base fine-tuned once on the semi LM's texts reversed, with the forward
+    LM's vocabulary (for ULMFiT's forward + backward; `backward_base` set). Not checkpointed:
+    an interrupted run fine-tunes it again."""
+    if getattr(ctx, "semi_backward", None) is not None:
+        return ctx.semi_backward
+    path, digest = ctx.work / SEMI_LM_BACKWARD, backward_digest(ctx)
+    if path.exists():
+        ctx.semi_backward = load_lm(path, digest)
+        return ctx.semi_backward
+    from edge_tl.bases.store import load_base
+    from edge_tl.train.directions import check_backward_base, finetune_backward_lm
+
+    base = load_base(ctx.cfg.backward_base)
+    check_backward_base(base, ctx.load_base())
+    texts, cfg = ctx.lm_texts(), ctx.cfg
+    ctx.echo(f"shared backward LM: fine-tuning {base.name} on {len(texts):,} texts, reversed")
+    docs = tokenize(texts, cfg.workers)
+    lm = finetune_backward_lm(texts, base, forward, cfg, ctx.run, docs)
+    save_lm(path, lm, digest)
+    done = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc["semi_lm_backward"] = {
+        "texts": len(texts),
+        "seconds": lm.seconds,
+        "tokens": lm.tokens,
+        "tokens_per_s": lm.tokens_per_s,
+        **lm.metrics,
+        "finished": done,
+    }
+    ctx.semi_backward = lm
+    return lm
+
+
 __all__ = [
+    "SEMI_LM_BACKWARD",
+    "backward_digest",
+    "shared_backward_lm",
     "CLASSIFIER_ONLY",
     "CLASSIFIER_ONLY_LATER",
     "LM_DIGEST_FILL",

@@ -11,10 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from edge_tl.awd_lstm import build_classifier
 from edge_tl.bases.store import load_base
 from edge_tl.compare.ensemble import ensemble_metrics, in_label_order
-from edge_tl.compare.lm import SEMI_LM, shared_lm
+from edge_tl.compare.lm import SEMI_LM, SEMI_LM_BACKWARD, shared_backward_lm, shared_lm
 from edge_tl.compare.plan import ComparePlan, Unit
 from edge_tl.compare.resume import (
     checkpoint_meta,
@@ -25,11 +24,12 @@ from edge_tl.compare.resume import (
 from edge_tl.compare.shipped import ARM as SHIPPED
 from edge_tl.compare.shipped import shipped_metrics
 from edge_tl.metrics import argmax, metrics_from_predictions
+from edge_tl.train import directions
 from edge_tl.train import recipe as _train
 from edge_tl.train.baseline import TfidfConfig, tfidf_accuracy
 from edge_tl.train.config import TrainConfig, config_dict
 from edge_tl.train.engine import numericalize, tokenize
-from edge_tl.train.evaluate import predict_proba_ids
+from edge_tl.train.evaluate import network_proba
 from edge_tl.train.settings import Run
 
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
@@ -85,6 +85,7 @@ class UnitContext:
     test_docs: list[list[str]] | None = None
     base: Any = None
     semi: _train.LMResult | None = None
+    semi_backward: _train.LMResult | None = None
     # the `train` arm's settings: the comparison's, with the TF-IDF head as `train` has it
     head_cfg: TrainConfig | None = None
 
@@ -104,21 +105,11 @@ class UnitContext:
 
 
 def _network_probs(ctx: UnitContext, m: Any, docs: list[list[str]]) -> Any:
-    """Trained model `m`'s probabilities (in its label order) on tokenized texts."""
-    tc = m.train_config
-    model = build_classifier(
-        m.model_cfg,
-        len(m.labels),
-        seq_len=tc["bptt"],
-        max_len=tc["max_len"],
-        lin_ftrs=list(m.lin_ftrs),
-    )
-    model.load_state_dict(m.state_dict)
-    model.to(ctx.run.device)
+    """Trained model `m`'s probabilities (in its label order) on tokenized texts (with a
+    backward network, the mean of both directions)."""
     dtype = m.metrics.get("dtype", ctx.run.dtype)  # what it trained in (fp32 for scratch on CPU)
-    return predict_proba_ids(
-        model, numericalize(docs, m.vocab), ctx.run.bs, tc["bptt"], dtype, ctx.run.device
-    )
+    ids = numericalize(docs, m.vocab)
+    return network_proba(m, ids, ctx.run.bs, dtype, ctx.run.device).tolist()
 
 
 def _test_metrics(ctx: UnitContext, m: Any) -> dict[str, Any]:
@@ -193,7 +184,7 @@ def _network_unit(
     cfg = dataclasses.replace(ctx.head_cfg if shipped and ctx.head_cfg else ctx.cfg, seed=u.seed)
     docs = ctx.tokenized(rows)
     timings["tokenize"] = time.perf_counter() - t0
-    lm = None
+    lm = lm_b = None
     if u.arm == "scratch":
         cfg = dataclasses.replace(cfg, scratch=True, arch=ctx.shape)
     elif u.protocol == "semi":
@@ -201,6 +192,11 @@ def _network_unit(
         lm = shared_lm(ctx, doc)  # before the unit's hooks: it sets and clears its own
         if fresh:  # trained once for every semi unit: kept out of this unit's per-row cost
             timings["shared_lm"] = lm.seconds
+        if shipped and cfg.backward_base:  # ULMFiT's forward + backward: its own shared LM
+            fresh = ctx.semi_backward is None and not (ctx.work / SEMI_LM_BACKWARD).exists()
+            lm_b = shared_backward_lm(ctx, doc, lm)
+            if fresh:
+                timings["shared_lm_backward"] = lm_b.seconds
     # fastai wants a validation set; the network arms train on all N rows, so it is a spread of
     # them; the `train` arm holds out train's own split (it chooses the head's share there)
     step = max(1, len(rows) // VALID_ROWS)
@@ -228,6 +224,13 @@ def _network_unit(
             scratch=u.arm == "scratch",
         )
         timings["classifier"] = time.perf_counter() - t1
+    if lm_b is not None:  # the backward network (not checkpointed)
+        t1 = time.perf_counter()
+        bwd = directions.train_backward_classifier(
+            texts, labels, lm_b, cfg, label_names=ctx.names, run=ctx.run, docs=docs
+        )
+        m = directions.combine(m, bwd, cfg)
+        timings["backward"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     r = _test_metrics(ctx, m)
     timings["evaluate"] = time.perf_counter() - t2

@@ -86,16 +86,19 @@ def classifier_of(m: TrainedModel, state: dict[str, Any] | None = None) -> Any:
     return model
 
 
-def network_proba(m: TrainedModel, ids: list, bs: int = 64, dtype: str = "fp32") -> Any:
+def network_proba(
+    m: TrainedModel, ids: list, bs: int = 64, dtype: str = "fp32", device: Any = "cpu"
+) -> Any:
     """The network's class probabilities of id lists: the forward network's, or with a backward
     network the mean of both directions (it reads each text reversed)."""
     bptt = int(m.train_config.get("bptt", 72))
-    f = np.asarray(predict_proba_ids(classifier_of(m), ids, bs, bptt, dtype), np.float64)
+    fwd = classifier_of(m).to(device)
+    f = np.asarray(predict_proba_ids(fwd, ids, bs, bptt, dtype, device), np.float64)
     if m.backward is None:
         return f
-    backward = classifier_of(m, m.backward.state_dict)
+    bwd = classifier_of(m, m.backward.state_dict).to(device)
     rev = [torch.as_tensor(t).flip(0) for t in ids]  # each text reversed
-    b = np.asarray(predict_proba_ids(backward, rev, bs, bptt, dtype), np.float64)
+    b = np.asarray(predict_proba_ids(bwd, rev, bs, bptt, dtype, device), np.float64)
     return (f + b) / 2
 
 

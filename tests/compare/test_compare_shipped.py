@@ -156,3 +156,28 @@ def test_in_sample_validation_rows_choose_nothing(tiny_setup, edge_tl_home):  # 
     assert m["levers"]["weight_any_rows"] is None and m["levers"]["stacked"] is None
     assert m["short"]["stacked"] is None and m["tfidf_weight"] == 0.5
     assert doc["runs"]["train/semi/24/0"]["config"]["train_on_unused_valid"] is True
+
+
+def test_train_arm_with_a_backward_base_averages_both_directions(tiny_setup, edge_tl_home):  # noqa: F811
+    """backward_base: the arm fine-tunes the backward base once (shared, reversed texts), trains
+    the backward network beside the forward one and scores the mean of both, as `train` does."""
+    import tinydata
+
+    from edge_tl.bases.store import import_base
+
+    bwd = tinydata.tiny_base(tiny_setup / "bwd.etlb", "tinybwd", seed=1)
+    assert import_base(bwd, allow_unsigned=True) == "tinybwd"
+    toml = tiny_setup / "tiny.toml"
+    toml.write_text(
+        toml.read_text()
+        + 'train_on_unused_valid = false\ntfidf_weight_min_rows = 2\nbackward_base = "tinybwd"\n'
+    )
+    code, output = _compare(tiny_setup, "--arms", "train", "--protocol", "semi", "--sizes", "24")
+    assert code == 0, output
+    doc = json.loads((tiny_setup / "out" / "results.json").read_text())
+    r = doc["runs"]["train/semi/24/0"]
+    assert r["config"]["backward_base"] == "tinybwd"
+    assert "backward" in r["timings"] and doc["semi_lm_backward"]["texts"] > 0
+    work = list(tiny_setup.rglob("semi-lm-bwd.age"))
+    assert work, "the backward shared LM is stored (encrypted) beside the forward one"
+    assert CANARY.encode() not in work[0].read_bytes()
