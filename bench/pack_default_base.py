@@ -62,6 +62,8 @@ def main() -> None:
     import numpy as np
 
     valid = np.load(a.workdir / "tokens.npz")["valid"]
+    if cfg.backward:  # a backward base is measured on the reversed stream it learnt
+        valid = valid[::-1].copy()
     if a.valid_tokens:
         valid = valid[: a.valid_tokens]
     done = a.workdir / "stats.json"
@@ -95,14 +97,18 @@ def main() -> None:
         f"nohup .venv/bin/python bench/pretrain_base.py --workdir {a.workdir} "
         f"--config '{json.dumps(stats['config'])}' && "
         f".venv/bin/python bench/pack_default_base.py --workdir {a.workdir}"
+        + (f" --name {a.name}" if a.name != "default" else "")
     )
     hw = f"{platform.machine()} CPU, {a.hw_note}, torch {torch.__version__}"
     card = model_card(a.name, result, GUTENBERG, cmd, hw) + (f"\n{a.note}\n" if a.note else "")
     a.dest.mkdir(parents=True, exist_ok=True)
     out = pack_result(result, a.dest / f"{a.name}.etlb", a.name, corpus_desc=GUTENBERG, card=card)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    if a.dest.resolve() == ASSETS.resolve():  # a built-in base: pin it
-        (ASSETS / "bases.sha256").write_text(f"{digest}  {out.name}\n")
+    if a.dest.resolve() == ASSETS.resolve():  # a built-in base: pin it (others keep theirs)
+        pins = ASSETS / "bases.sha256"
+        lines = pins.read_text().splitlines() if pins.exists() else []
+        lines = [ln for ln in lines if not ln.endswith(f"  {out.name}")]
+        pins.write_text("".join(f"{ln}\n" for ln in [*lines, f"{digest}  {out.name}"]))
     (a.dest / f"{a.name}.card.md").write_text(card)
     print(card)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), sha256 {digest}", file=sys.stderr)

@@ -25,13 +25,20 @@ def model_card(
     unigram = ""
     if "unigram_perplexity" in s:
         unigram = f"; a unigram model (no context) scores {s['unigram_perplexity']} there"
+    direction = ""
+    if s.get("config", {}).get("backward"):
+        direction = (
+            "\n- Direction: backward: trained on the reversed token stream, for ULMFiT's "
+            "forward + backward (`train --backward-base`)"
+        )
     return f"""# Base model card: {name}
 
 - Architecture: fastai AWD-LSTM, emb {c.emb_sz}, hidden {c.n_hid}, {c.n_layers} layers,
   vocab {c.vocab_size:,} ({c.n_params():,} parameters, tied decoder)
 - Corpus: {corpus_desc.get("name", "?")}. {corpus_desc.get("description", "")}
 - License: {corpus_desc.get("license", "?")}
-- Tokenizer: fastai default rules + spacy English tokenizer (lowercased, xxmaj/xxup markers)
+- Tokenizer: fastai default rules + spacy English tokenizer (lowercased, xxmaj/xxup
+  markers){direction}
 - Tokens seen: {s["tokens_seen"]:,} (of a {s["train_tokens_available"]:,}-token training set)
 - Training time: {s["train_minutes"]} min on {hardware}
 - Held-out perplexity: {s["valid_perplexity"]} on {s["valid_tokens"]:,} tokens of the corpus's

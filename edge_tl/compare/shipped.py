@@ -118,6 +118,28 @@ def shipped_metrics(
     return r, extra
 
 
+def forward_only_metrics(
+    fwd: TrainedModel,
+    test_texts: Sequence[str],
+    test_y: Sequence[int],
+    network_of: Callable[[list[str]], Any],
+) -> dict[str, Any]:
+    """What the forward network alone, with its own mix, gives on the test rows and on their
+    first two sentences: the yardstick of forward + backward, on the same forward network."""
+    head, y = fwd.tfidf_head, np.asarray(test_y)
+    out: dict[str, Any] = {"tfidf_mix": "share" if head.stack is None else "stacked"}
+    for key, texts in (
+        ("full", list(test_texts)),
+        ("short", [first_sentences(t) for t in test_texts]),
+    ):
+        neural, head_p = network_of(texts), head_proba(head, texts)
+        out[key] = {
+            "network_accuracy": _acc(neural, y),
+            "accuracy": _acc(head.mix(neural, head_p), y),
+        }
+    return out
+
+
 def _held_out_rules(held: dict[str, Any], seed: int) -> tuple[float | None, Callable | None]:
     """The share by log loss on any number of held-out rows, and the stacker fitted there
     (None, None when the network trained on those rows: they choose nothing)."""
@@ -175,4 +197,11 @@ def _other_head(
     return {"head_accuracy": _acc(test, y), "weight": w, "accuracy": mixed}
 
 
-__all__ = ["ARM", "HEAD_VARIANTS", "first_sentences", "shipped_metrics", "stacker"]
+__all__ = [
+    "ARM",
+    "HEAD_VARIANTS",
+    "first_sentences",
+    "forward_only_metrics",
+    "shipped_metrics",
+    "stacker",
+]

@@ -22,7 +22,7 @@ from edge_tl.compare.resume import (
     unit_checkpoints,
 )
 from edge_tl.compare.shipped import ARM as SHIPPED
-from edge_tl.compare.shipped import shipped_metrics
+from edge_tl.compare.shipped import forward_only_metrics, shipped_metrics
 from edge_tl.metrics import argmax, metrics_from_predictions
 from edge_tl.train import directions
 from edge_tl.train import recipe as _train
@@ -35,6 +35,9 @@ from edge_tl.train.settings import Run
 VALID_ROWS = 64  # fastai wants a validation set; these are training rows, nothing is picked on them
 # What a network unit's record keeps of the model's own metrics.
 KEPT_METRICS = (
+    "forward_network_accuracy",
+    "backward_network_accuracy",
+    "backward_lm_perplexity",
     "lm_valid_loss",
     "lm_perplexity",
     "lm_tokens_per_s",
@@ -224,6 +227,7 @@ def _network_unit(
             scratch=u.arm == "scratch",
         )
         timings["classifier"] = time.perf_counter() - t1
+    fwd = m
     if lm_b is not None:  # the backward network (not checkpointed)
         t1 = time.perf_counter()
         bwd = directions.train_backward_classifier(
@@ -247,6 +251,13 @@ def _network_unit(
 
         r, more = shipped_metrics(m, cfg, r["probs"], ctx.test_texts, gold, ctx.names, network_of)
         extra.update(more)
+        if fwd is not m:  # forward + backward: the forward network alone, as it would ship
+
+            def forward_of(texts: list[str]) -> Any:
+                probs = _network_probs(ctx, fwd, tokenize(texts, cfg.workers))
+                return in_label_order(probs, fwd.labels, ctx.names)
+
+            extra["forward_only"] = forward_only_metrics(fwd, ctx.test_texts, gold, forward_of)
         timings["shipped"] = time.perf_counter() - t3
     if u.arm == "transfer":  # the transfer + TF-IDF series: mean of the two models' probs
         t3 = time.perf_counter()

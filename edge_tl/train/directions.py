@@ -92,7 +92,9 @@ def combine(fwd: TrainedModel, bwd: TrainedModel, cfg: TrainConfig) -> TrainedMo
         backward_lm_seconds=bwd.metrics.get("lm_seconds"),
         backward_lm_perplexity=bwd.metrics.get("lm_perplexity"),
     )
-    head = fwd.tfidf_head
+    # a copy: the forward model keeps its own mix (compare scores it beside the pair's)
+    head = None if fwd.tfidf_head is None else dataclasses.replace(fwd.tfidf_head)
+    m.tfidf_head = head
     if head is None:
         metrics.update(metrics_from_predictions(y, neural.argmax(1).tolist(), names))
     else:

@@ -173,11 +173,9 @@ def _backward(
     echo(f"backward network: fine-tuning {base.name} on the reversed texts")
     lm_b = directions.finetune_backward_lm(job.lm_texts, base, lm, job.cfg, run, docs_all)
     echo(f"backward LM done: perplexity {lm_b.metrics['lm_perplexity']:.1f}; its classifier")
-    bwd = directions.train_backward_classifier(
+    return directions.train_backward_classifier(
         texts, labels, lm_b, job.cfg, label_names=job.names, run=run, docs=lab_docs
     )
-    bwd.metrics.update(lm_seconds=lm_b.seconds, lm_perplexity=lm_b.metrics["lm_perplexity"])
-    return bwd
 
 
 def _resolve_inputs(
@@ -298,6 +296,8 @@ def _plan_line(job: _Inputs, run: Run, prof: Any, lm_docs: list, lab_docs: list)
     clas_tokens = clas_epoch * sum(cfg.stages[1:])
     threads = torch.get_num_threads()
     est = estimate_training(job.shape, cfg, lm_epoch, clas_epoch, run.dtype, threads)
+    if cfg.backward_base:  # the backward network trains the same tokens again
+        est *= 2
     when = (
         f"estimated time ~{est / 60:.1f} min"
         if run.device == "cpu"

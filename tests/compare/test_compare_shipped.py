@@ -178,6 +178,13 @@ def test_train_arm_with_a_backward_base_averages_both_directions(tiny_setup, edg
     r = doc["runs"]["train/semi/24/0"]
     assert r["config"]["backward_base"] == "tinybwd"
     assert "backward" in r["timings"] and doc["semi_lm_backward"]["texts"] > 0
+    m = r["metrics"]
+    for key in ("forward_network_accuracy", "backward_network_accuracy", "backward_lm_perplexity"):
+        assert key in m, key
+    # the forward network alone, with its own mix, on the same test rows and short texts
+    fo = m["forward_only"]
+    assert set(fo) == {"tfidf_mix", "full", "short"}
+    assert 0.0 <= fo["full"]["accuracy"] <= 1.0 and 0.0 <= fo["short"]["network_accuracy"] <= 1.0
     work = list(tiny_setup.rglob("semi-lm-bwd.age"))
     assert work, "the backward shared LM is stored (encrypted) beside the forward one"
     assert CANARY.encode() not in work[0].read_bytes()
