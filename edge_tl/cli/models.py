@@ -52,6 +52,12 @@ def info(name: str, as_json: bool) -> None:
         f"accuracy:    {m.get('accuracy', float('nan')):.4f} on {m.get('n', 0)} "
         f"validation rows\nfile:        {d['file_bytes']:,} bytes (encrypted)"
     )
+    if d["backward_base"] is not None:  # ULMFiT's forward + backward: the network is the mean
+        click.echo(
+            f"backward:    a second network from {d['backward_base']} (forward alone "
+            f"{m['forward_network_accuracy']:.4f}, backward alone "
+            f"{m['backward_network_accuracy']:.4f})"
+        )
     if "tfidf_weight" in m:  # a model with a TF-IDF head: the accuracy above is the mix's
         click.echo(
             f"tfidf head:  {m['tfidf_features']:,} n-grams, {_mix(m)} (network alone "

@@ -376,6 +376,7 @@ def model_info(name: str) -> dict[str, Any]:
         "file_bytes": model_path(name).stat().st_size,
         "metrics": m.metrics,
         "train_config": m.train_config,
+        "backward_base": None if m.backward is None else m.backward.base,
     }
 
 

@@ -70,7 +70,9 @@ def test_private_export_keeps_both_directions_on_the_base_vocab(monkeypatch) -> 
     keep = [i for i, t in enumerate(m.vocab) if t not in ("zorblax", "quux")]
     vocab = [m.vocab[i] for i in keep]
     monkeypatch.setattr(exp, "_base_vocab_keep", lambda model: (keep, vocab, set(vocab)))
-    sess = ort.InferenceSession(exp.to_onnx_bytes(m), providers=["CPUExecutionProvider"])
+    data = exp.to_onnx_bytes(m)
+    assert b"zorblax" not in data and b"quux" not in data  # nothing private in either direction
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     seqs = [[keep[j] for j in s] for s in random_seqs(dataclasses.replace(m, vocab=vocab), [5, 8])]
     remapped = [[keep.index(i) for i in s] for s in seqs]  # the export's ids
     np.testing.assert_allclose(run_padded(sess, remapped), reference(m, seqs), atol=2e-6)
@@ -206,6 +208,8 @@ def test_train_with_a_backward_base_stores_and_exports_both(
     for key in ("forward_network_accuracy", "backward_network_accuracy", "neural_accuracy"):
         assert 0.0 <= m.metrics[key] <= 1.0
     assert m.metrics["tfidf_mix"] == "stacked"  # rechosen on the mean of both (6 rows >= 4)
+    res = CliRunner().invoke(cli, ["models", "info", "fb"])
+    assert res.exit_code == 0 and "backward:    a second network from tinybwd" in res.output
     r = evaluate_model("fb", "tiny")
     assert r["n"] == 60 and 0.0 <= r["accuracy"] <= 1.0
     out = tmp_path / "fb.onnx"
