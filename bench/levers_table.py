@@ -38,6 +38,11 @@ ROWS: list[tuple[str, str]] = [
     ("two sentences: share fixed at 0.5", "short.fixed_0.5"),
     ("two sentences: share by log loss on any rows", "short.weight_any_rows"),
     ("two sentences: stacked", "short.stacked"),
+    # units with a backward base (forward + backward): the forward network alone, same unit
+    ("forward + backward: the forward network alone", "forward_only.full.network_accuracy"),
+    ("forward + backward: the forward network with its own mix", "forward_only.full.accuracy"),
+    ("two sentences: the forward network alone", "forward_only.short.network_accuracy"),
+    ("two sentences: the forward network with its own mix", "forward_only.short.accuracy"),
 ]
 
 

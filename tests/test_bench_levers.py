@@ -41,3 +41,16 @@ def test_units_since_the_stack_record_both_mixes() -> None:
     assert t[levers_table.ROWS[2][0]] == {1000: [0.7]}  # the recorded accuracy is what shipped
     assert t[levers_table.ROWS[3][0]] == {1000: [0.65]}
     assert t["two sentences: the share's mix"] == {1000: [0.55]}
+
+
+def test_forward_backward_units_carry_the_forward_network_alone() -> None:
+    u = _unit(1000, 100, 0.8, tfidf_mix="stacked")
+    u["metrics"]["levers"]["share"] = 0.65
+    u["metrics"]["short"]["share"] = 0.55
+    full, short = {"network_accuracy": 0.61, "accuracy": 0.66}, {"network_accuracy": 0.51}
+    u["metrics"]["forward_only"] = {"tfidf_mix": "stacked", "full": full, "short": short}
+    t = levers_table.table({"runs": {"a": u, "b": _unit(500, 50, 0.9)}})
+    assert t["forward + backward: the forward network alone"] == {1000: [0.61]}
+    assert t["forward + backward: the forward network with its own mix"] == {1000: [0.66]}
+    assert t["two sentences: the forward network alone"] == {1000: [0.51]}
+    assert t["two sentences: the forward network with its own mix"] == {}  # not recorded
