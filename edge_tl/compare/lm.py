@@ -145,17 +145,22 @@ def shared_lm(ctx: Any, doc: dict[str, Any]) -> _train.LMResult:
             vocab=list(ck.vocab) if ck is not None else None,
         )
         save_lm(path, lm, ctx.digest)
+    doc["semi_lm"] = _record(len(texts), lm)
+    ctx.semi = lm
+    return lm
+
+
+def _record(n_texts: int, lm: _train.LMResult) -> dict[str, Any]:
+    """What the results document says of a shared LM: its texts, time, tokens and metrics."""
     done = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    doc["semi_lm"] = {
-        "texts": len(texts),
+    return {
+        "texts": n_texts,
         "seconds": lm.seconds,
         "tokens": lm.tokens,
         "tokens_per_s": lm.tokens_per_s,
         **lm.metrics,
         "finished": done,
     }
-    ctx.semi = lm
-    return lm
 
 
 def backward_digest(ctx: Any) -> str:
@@ -183,15 +188,7 @@ def shared_backward_lm(ctx: Any, doc: dict[str, Any], forward: _train.LMResult) 
     docs = tokenize(texts, cfg.workers)
     lm = finetune_backward_lm(texts, base, forward, cfg, ctx.run, docs)
     save_lm(path, lm, digest)
-    done = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    doc["semi_lm_backward"] = {
-        "texts": len(texts),
-        "seconds": lm.seconds,
-        "tokens": lm.tokens,
-        "tokens_per_s": lm.tokens_per_s,
-        **lm.metrics,
-        "finished": done,
-    }
+    doc["semi_lm_backward"] = _record(len(texts), lm)
     ctx.semi_backward = lm
     return lm
 
