@@ -15,7 +15,7 @@ from edge_tl.store.models import Backward, TrainedModel
 from edge_tl.train import recipe
 from edge_tl.train.config import TrainConfig
 from edge_tl.train.head import head_mix_metrics
-from edge_tl.train.prepare import reverse_docs
+from edge_tl.train.prepare import reverse_docs, stratified_split
 from edge_tl.train.settings import Run
 
 
@@ -49,12 +49,18 @@ def train_backward_classifier(
     docs: list,
 ) -> TrainedModel:
     """The backward network on the same rows and validation split (same seed), reversed; no
-    head (the forward model's serves both)."""
+    head (the forward model's serves both). Its validation rows are held out exactly when the
+    forward network's are: without a head they would otherwise choose nothing, and the
+    backward network would train on the rows that choose the mix."""
+    y = [list(label_names).index(x) for x in labels]
+    _, valid = stratified_split(y, cfg.valid_share(len(y)), cfg.seed)
+    in_sample = cfg.train_on_unused_valid and cfg.valid_is_unused(len(valid))
+    bcfg = dataclasses.replace(cfg, tfidf_head=False, train_on_unused_valid=in_sample)
     return recipe.train_classifier(
         texts,
         labels,
         lm,
-        dataclasses.replace(cfg, tfidf_head=False),
+        bcfg,
         label_names=label_names,
         run=_quiet(run),
         docs=reverse_docs(docs),
@@ -75,7 +81,12 @@ def combine(fwd: TrainedModel, bwd: TrainedModel, cfg: TrainConfig) -> TrainedMo
             "train both from the same data and the same base pair",
         )
     hf, hb = fwd.held_out, bwd.held_out
-    if hf is None or hb is None or list(hf["y"]) != list(hb["y"]):
+    if (
+        hf is None
+        or hb is None
+        or list(hf["y"]) != list(hb["y"])
+        or bool(hf.get("in_sample")) != bool(hb.get("in_sample"))
+    ):
         raise ModelError(
             "the two directions were validated on different rows",
             "train both with the same seed and validation settings",

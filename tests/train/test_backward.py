@@ -197,6 +197,9 @@ def test_train_with_a_backward_base_stores_and_exports_both(
     for key in ("forward_network_accuracy", "backward_network_accuracy", "neural_accuracy"):
         assert 0.0 <= m.metrics[key] <= 1.0
     assert m.metrics["tfidf_mix"] == "stacked"  # rechosen on the mean of both (6 rows >= 4)
+    # both networks held the 6 rows out (train_on_unused_valid is on: a network without a head
+    # would have trained on them, and they chose the mix; combine refuses such a pair)
+    assert not m.metrics.get("valid_in_sample")
     res = CliRunner().invoke(cli, ["models", "info", "fb"])
     assert res.exit_code == 0 and "backward:    a second network from tinybwd" in res.output
     r = evaluate_model("fb", "tiny")
@@ -239,5 +242,9 @@ def test_directions_combine_chooses_the_mix_on_the_mean() -> None:
     assert m.tfidf_head.stack is not None  # 120 rows >= 100: stacked on the mean
     np.testing.assert_allclose(m.held_out["neural"], mean)
     bwd.held_out = {"neural": nb.tolist(), "y": y[::-1].tolist()}
+    with pytest.raises(ModelError, match="different rows"):
+        combine(fwd, bwd, TrainConfig())
+    # a backward network that trained on the rows that choose the mix is refused too
+    bwd.held_out = {"neural": nb.tolist(), "y": y.tolist(), "in_sample": True}
     with pytest.raises(ModelError, match="different rows"):
         combine(fwd, bwd, TrainConfig())
